@@ -1,0 +1,115 @@
+"""Model architecture descriptions.
+
+A :class:`ModelConfig` travels inside every weights file, so the engine never
+guesses an architecture from code defaults. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from neuralengine.encoding import NUM_ACTIONS, NUM_BUCKETS, SEQUENCE_LENGTH
+
+#: Predictor kinds (DeepMind's three): which sequence the model reads, what it outputs.
+ACTION_VALUE = "action_value"
+STATE_VALUE = "state_value"
+BEHAVIORAL_CLONING = "behavioral_cloning"
+KINDS = (ACTION_VALUE, STATE_VALUE, BEHAVIORAL_CLONING)
+
+#: Attention layouts. ``full``: DeepMind's bidirectional attention over the
+#: whole 79-token sequence, one pass per move. ``shared_board``: the 78 board
+#: tokens attend only among themselves and each move token attends to the
+#: board and itself, so one board pass serves every legal move.
+FULL = "full"
+SHARED_BOARD = "shared_board"
+ATTENTIONS = (FULL, SHARED_BOARD)
+
+
+class ConfigError(ValueError):
+    """An architecture description that cannot be built."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_layers: int
+    embed_dim: int
+    num_heads: int
+    widening_factor: int = 4
+    kind: str = ACTION_VALUE
+    attention: str = FULL
+    num_buckets: int = NUM_BUCKETS
+    vocab_size: int = NUM_ACTIONS
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown model kind {self.kind!r}; expected one of {KINDS}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"unknown attention {self.attention!r}; expected one of {ATTENTIONS}")
+        if self.attention == SHARED_BOARD and self.kind != ACTION_VALUE:
+            raise ConfigError("shared_board attention only applies to action-value models")
+        for name in ("num_layers", "embed_dim", "num_heads", "widening_factor", "num_buckets", "vocab_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.embed_dim * self.widening_factor
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens the network reads: BOS + 77 FEN tokens (+ the action for AV)."""
+        return SEQUENCE_LENGTH + (2 if self.kind == ACTION_VALUE else 1)
+
+    @property
+    def output_size(self) -> int:
+        return NUM_ACTIONS if self.kind == BEHAVIORAL_CLONING else self.num_buckets
+
+    def num_parameters(self) -> int:
+        d, f = self.embed_dim, self.ffn_dim
+        per_layer = 4 * d * d + 3 * d * f + 4 * d
+        return self.vocab_size * d + self.seq_len * d + self.num_layers * per_layer + 2 * d + d * self.output_size + self.output_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("architecture must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown architecture fields: {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"incomplete architecture: {exc}") from exc
+
+
+#: Size presets: (layers, width, heads). 9M/136M/270M are DeepMind's.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 32, 2),
+    "local": (4, 64, 4),
+    "small": (4, 128, 4),
+    "medium": (6, 192, 6),
+    "9M": (8, 256, 8),
+    "136M": (8, 1024, 8),
+    "270M": (16, 1024, 8),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    try:
+        layers, dim, heads = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+    return ModelConfig(num_layers=layers, embed_dim=dim, num_heads=heads, **overrides)

@@ -1,0 +1,1 @@
+"""Training data: action-value shards, readers and generators (needs no PyTorch)."""

@@ -1,0 +1,159 @@
+"""Action-value shards: a compact binary format with a memory-mapped reader.
+
+One shard holds P positions and all their scored moves, in CSR layout::
+
+    offset  size   content
+    0       4      magic b"NEAV"
+    4       4      format version, uint32 little-endian (1)
+    8       8      header length H, uint64 little-endian
+    16      H      UTF-8 JSON header: {"arrays": {name: {"dtype", "shape", "offset"}},
+                   "metadata": {...}}
+    ...            the arrays, each starting at a 64-byte aligned absolute offset
+
+Arrays:
+
+* ``boards``     uint8  [P, 77]  FEN tokens (:func:`neuralengine.encoding.tokenize`)
+* ``offsets``    int64  [P + 1]  moves of position i are ``offsets[i]:offsets[i+1]``
+* ``actions``    int16  [M]      action indices
+* ``win_probs``  float32 [M]     win probability of each move for the side to move
+* ``game_ids``   int64  [P]      the game a position came from (train/test splits by game)
+
+The metadata records how the data was made (engine, depth or nodes, source).
+Files are written to a temporary name and renamed, so a shard on disk is
+always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+MAGIC = b"NEAV"
+VERSION = 1
+SUFFIX = ".neav"
+_ALIGN = 64
+_DTYPES = {"boards": np.uint8, "offsets": np.int64, "actions": np.int16, "win_probs": np.float32, "game_ids": np.int64}
+
+
+class ShardError(ValueError):
+    """A file that is not a valid shard."""
+
+
+@dataclass
+class Position:
+    """One annotated position: tokens, scored actions and its game."""
+
+    board: np.ndarray
+    actions: np.ndarray
+    win_probs: np.ndarray
+    game_id: int
+
+
+def write_shard(path: str | os.PathLike[str], positions: Iterable[Position], metadata: Mapping[str, Any] | None = None) -> Path:
+    positions = list(positions)
+    counts = np.array([len(p.actions) for p in positions], dtype=np.int64)
+    arrays = {
+        "boards": np.stack([p.board for p in positions]).astype(np.uint8) if positions else np.zeros((0, 77), np.uint8),
+        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "actions": np.concatenate([p.actions for p in positions]).astype(np.int16) if positions else np.zeros(0, np.int16),
+        "win_probs": np.concatenate([p.win_probs for p in positions]).astype(np.float32) if positions else np.zeros(0, np.float32),
+        "game_ids": np.array([p.game_id for p in positions], dtype=np.int64),
+    }
+    return write_arrays(path, arrays, metadata)
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = set(_DTYPES) - set(arrays)
+    if missing:
+        raise ShardError(f"missing arrays: {sorted(missing)}")
+    specs: dict[str, dict[str, Any]] = {}
+    cursor = 0
+    for name in _DTYPES:
+        arr = np.ascontiguousarray(arrays[name], dtype=_DTYPES[name])
+        specs[name] = {"dtype": np.dtype(_DTYPES[name]).str, "shape": list(arr.shape), "offset": cursor}
+        cursor += -(-arr.nbytes // _ALIGN) * _ALIGN
+    # Offsets above are relative to the data start; make them absolute.
+    header = {"arrays": specs, "metadata": dict(metadata or {})}
+    for _ in range(2):
+        raw = json.dumps(header, sort_keys=True).encode()
+        start = -(-(16 + len(raw)) // _ALIGN) * _ALIGN
+        header["data_start"] = start
+    raw = json.dumps(header, sort_keys=True).encode()
+    start = header["data_start"]
+    if 16 + len(raw) > start:
+        raise ShardError("internal error: header grew past its slot")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(MAGIC + struct.pack("<IQ", VERSION, len(raw)) + raw)
+        for name in _DTYPES:
+            fh.seek(start + specs[name]["offset"])
+            fh.write(np.ascontiguousarray(arrays[name], dtype=_DTYPES[name]).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+class Shard:
+    """Memory-mapped view of one shard file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(16)
+                if len(head) < 16 or head[:4] != MAGIC:
+                    raise ShardError(f"{self.path} is not an action-value shard")
+                version, length = struct.unpack("<IQ", head[4:])
+                if version != VERSION:
+                    raise ShardError(f"{self.path} has shard version {version}; expected {VERSION}")
+                header = json.loads(fh.read(length).decode())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ShardError(f"cannot read shard {self.path}: {exc}") from None
+        self.metadata: dict[str, Any] = header.get("metadata", {})
+        size = self.path.stat().st_size
+        self._arrays: dict[str, np.ndarray] = {}
+        for name, spec in header["arrays"].items():
+            shape = tuple(spec["shape"])
+            dtype = np.dtype(spec["dtype"])
+            offset = header["data_start"] + spec["offset"]
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            if offset + nbytes > size:
+                raise ShardError(f"{self.path} is truncated")
+            self._arrays[name] = (np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+                                  if nbytes else np.zeros(shape, dtype))
+        self.boards = self._arrays["boards"]
+        self.offsets = self._arrays["offsets"]
+        self.actions = self._arrays["actions"]
+        self.win_probs = self._arrays["win_probs"]
+        self.game_ids = self._arrays["game_ids"]
+
+    def __len__(self) -> int:
+        return len(self.boards)
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> Position:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return Position(np.asarray(self.boards[i]), np.asarray(self.actions[lo:hi]),
+                        np.asarray(self.win_probs[lo:hi]), int(self.game_ids[i]))
+
+
+def open_shards(paths: Sequence[str | os.PathLike[str]]) -> list[Shard]:
+    """Open shard files, expanding folders to the ``*.neav`` files inside."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p])
+    if not files:
+        raise ShardError(f"no shards found in {', '.join(map(str, paths))}")
+    return [Shard(f) for f in files]
