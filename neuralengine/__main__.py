@@ -1,0 +1,5 @@
+import sys
+
+from neuralengine.cli import main
+
+sys.exit(main())

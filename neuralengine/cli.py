@@ -1,0 +1,57 @@
+"""The ``neuralengine`` command.
+
+With no arguments (or ``uci``) it runs the UCI loop, so GUIs can start it
+directly. Every other subcommand lives in its own module and is imported only
+when asked for, which keeps the UCI start-up fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help). Each module exposes ``main(argv) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "uci": ("neuralengine.uci", "run the UCI protocol on stdin/stdout (the default)"),
+    "analyse": ("neuralengine.analyse", "rank the legal moves of a position with win % and centipawns"),
+    "bench": ("neuralengine.benchmarks.speed", "speed benchmark: positions/s, nodes/s, latency"),
+    "match": ("neuralengine.benchmarks.match", "play matches (cutechess-cli, fastchess or built in) and rate them"),
+    "puzzles": ("neuralengine.benchmarks.puzzles", "solve Lichess puzzles from a CSV file and report accuracy"),
+    "datagen": ("neuralengine.data.datagen", "generate positions from Stockfish self-play or PGN/EPD files"),
+    "annotate": ("neuralengine.data.annotate", "score every legal move of positions with Stockfish"),
+    "prepare": ("neuralengine.data.prepare", "turn annotated text into train/test shards"),
+    "train": ("neuralengine.train", "train a model on action-value shards"),
+    "export": ("neuralengine.export", "write the ONNX graph (and optionally int8) of a weights file"),
+    "convert": ("neuralengine.deepmind.convert", "convert DeepMind's released checkpoints"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: neuralengine [COMMAND] [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'neuralengine COMMAND --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["uci"]
+    if args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from neuralengine import __version__
+
+        print(f"neuralengine {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"neuralengine: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
