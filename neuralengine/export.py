@@ -1,27 +1,57 @@
-"""Export a PyTorch model to ONNX (needs the ``torch`` extra)."""
+"""Export a weights file to ONNX (needs the ``torch`` extra).
+
+``neuralengine export WEIGHTS`` writes the ONNX graph that the ``onnx``
+backend runs, next to the weights (``model.safetensors`` → ``model.onnx``).
+PyTorch and onnx are imported only when a graph is actually written, so this
+module imports cheaply.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import warnings
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from neuralengine.backends.onnx import WEIGHTS_SHA_KEY
 from neuralengine.config import ACTION_VALUE
-from neuralengine.model import Transformer
-from neuralengine.weights import Weights, load_weights
+from neuralengine.weights import Weights, WeightsError, load_weights
+
+if TYPE_CHECKING:
+    import torch
+
+    from neuralengine.model import Transformer
 
 OPSET = 17
 
+#: ONNX metadata key marking a quantised graph.
+QUANTIZATION_KEY = "neuralengine.quantization"
+
 
 def model_from_weights(weights: Weights, device: str | torch.device = "cpu") -> Transformer:
+    """A PyTorch :class:`~neuralengine.model.Transformer` holding ``weights``, in eval mode."""
+    import numpy as np
+    import torch
+
+    from neuralengine.model import Transformer
+
     model = Transformer(weights.config)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.tensors.items()}
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def _set_metadata(path: Path, entries: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in entries.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
 
 
 def export_onnx(model: Transformer, path: str | os.PathLike[str], weights_sha256: str = "") -> Path:
@@ -31,7 +61,7 @@ def export_onnx(model: Transformer, path: str | os.PathLike[str], weights_sha256
     [B, N] and return ``log_probs`` [B, N, K]; the others take ``board`` and
     return [B, K].
     """
-    import onnx
+    import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,10 +80,7 @@ def export_onnx(model: Transformer, path: str | os.PathLike[str], weights_sha256
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(tmp), input_names=names, output_names=["log_probs"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = WEIGHTS_SHA_KEY, weights_sha256
-    onnx.save(proto, str(tmp))
+    _set_metadata(tmp, {WEIGHTS_SHA_KEY: weights_sha256})
     os.replace(tmp, path)
     return path
 
@@ -63,3 +90,70 @@ def export_weights_file(weights_path: str | os.PathLike[str], onnx_path: str | o
     weights = load_weights(weights_path)
     target = Path(onnx_path) if onnx_path else Path(weights_path).with_suffix(".onnx")
     return export_onnx(model_from_weights(weights), target, weights.sha256)
+
+
+def int8_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """Where the int8 graph of ``model.onnx`` goes: ``model.int8.onnx``."""
+    path = Path(onnx_path)
+    return path.with_name(path.stem + ".int8.onnx")
+
+
+def quantize_int8(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None) -> Path:
+    """Write a dynamically quantised copy of a float32 graph.
+
+    The weights of every matrix product become int8 (per output channel);
+    activations are quantised on the fly by ONNX Runtime. The embedding
+    tables, layer norms and the head's bias stay float32. The copy keeps the
+    weights fingerprint of the original and is marked ``int8-dynamic``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = Path(onnx_path)
+    target = Path(out_path) if out_path else int8_path(src)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sha = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}.get(WEIGHTS_SHA_KEY, "")
+    tmp = target.with_name(target.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
+                         weight_type=QuantType.QInt8)
+    _set_metadata(tmp, {WEIGHTS_SHA_KEY: sha, QUANTIZATION_KEY: "int8-dynamic"})
+    os.replace(tmp, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``neuralengine export WEIGHTS [--onnx OUT] [--int8]``: print the written paths."""
+    parser = argparse.ArgumentParser(
+        prog="neuralengine export",
+        description="Write the ONNX graph of a weights file, which the onnx backend runs. "
+                    "By default the graph goes next to the weights, with the suffix .onnx.")
+    parser.add_argument("weights", type=Path, help="a neuralengine .safetensors weights file")
+    parser.add_argument("--onnx", metavar="OUT", type=Path, help="where to write the graph (default: WEIGHTS with .onnx)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write a dynamically quantised int8 graph (OUT with .int8.onnx); "
+                             "the engine itself always runs the float32 graph")
+    args = parser.parse_args(argv)
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        print(f"neuralengine export: needs PyTorch and onnx ({exc.name} is missing): "
+              "pip install 'neuralengine[torch]'", file=sys.stderr)
+        return 1
+    if args.onnx is not None and args.onnx.is_dir():
+        print(f"neuralengine export: {args.onnx} is a folder; name the .onnx file to write", file=sys.stderr)
+        return 2
+    try:
+        path = export_weights_file(args.weights, args.onnx)
+    except WeightsError as exc:
+        print(f"neuralengine export: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"neuralengine export: cannot write {args.onnx or args.weights}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(path)
+    if args.int8:
+        print(quantize_int8(path))
+    return 0
