@@ -51,8 +51,14 @@ class ModelConfig:
         if self.attention == SHARED_BOARD and self.kind != ACTION_VALUE:
             raise ConfigError("shared_board attention only applies to action-value models")
         for name in ("num_layers", "embed_dim", "num_heads", "widening_factor", "num_buckets", "vocab_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.vocab_size < NUM_ACTIONS:
+            raise ConfigError(f"vocab_size {self.vocab_size} cannot embed the {NUM_ACTIONS} action tokens")
+        eps = self.layer_norm_eps
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
+            raise ConfigError(f"layer_norm_eps must be a small positive number, got {eps!r}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
 

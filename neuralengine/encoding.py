@@ -62,7 +62,7 @@ def tokenize(fen: str) -> np.ndarray:
     for c in placement:
         if c == "/":
             continue
-        if c.isdigit():
+        if c in "0123456789":  # not str.isdigit(), which accepts '²' and other digits
             squares.extend([_EMPTY] * int(c))
         elif c in _CHAR_TO_ID and c not in "0123456789acdefghw.":
             squares.append(_CHAR_TO_ID[c])

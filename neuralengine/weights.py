@@ -129,11 +129,19 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsError(f"{path} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path} is not a safetensors file (bad header)")
-    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    ends = []
+    for key, value in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = value.get("data_offsets") if isinstance(value, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise WeightsError(f"{path} is not a valid safetensors file (bad entry for tensor {key!r})")
+        ends.append(offsets[1])
     if ends and 8 + header_len + max(ends) > size:
         raise WeightsError(f"{path} is truncated: {size} bytes, the header describes {8 + header_len + max(ends)}")
-    raw_meta = (header.get("__metadata__") or {}).get(METADATA_KEY)
-    if raw_meta is None:
+    file_meta = header.get("__metadata__")
+    raw_meta = file_meta.get(METADATA_KEY) if isinstance(file_meta, dict) else None
+    if not isinstance(raw_meta, str):
         raise WeightsError(f"{path} is a safetensors file without neuralengine metadata")
     try:
         meta = json.loads(raw_meta)
@@ -152,7 +160,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def config_from_metadata(meta: Mapping[str, Any], where: str = "weights") -> ModelConfig:
     try:
-        cfg = ModelConfig.from_dict(dict(meta.get("architecture") or {}))
+        cfg = ModelConfig.from_dict(meta.get("architecture"))
     except ConfigError as exc:
         raise WeightsError(f"{where}: bad architecture: {exc}") from None
     if meta.get("num_buckets") != cfg.num_buckets:
@@ -178,7 +186,7 @@ def load_weights(path: str | os.PathLike[str]) -> Weights:
     cfg = config_from_metadata(meta, str(path))
     try:
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise WeightsError(f"{path} is corrupt: {exc}") from None
     check_tensors(cfg, tensors)
     for name, arr in tensors.items():
