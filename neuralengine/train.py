@@ -1,0 +1,471 @@
+"""Train an action-value model on shards (``neuralengine train``).
+
+One training sample is one position with all its scored moves. The
+shared-board model reads the board once and scores every move in the same
+pass; the full-attention model reads one 79-token sequence per move. Both
+average the loss over action values, so their losses compare directly.
+
+Checkpoints hold the model, its EMA and the optimiser state as safetensors
+(no pickle) plus a JSON file, so a run resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neuralengine.config import ACTION_VALUE, ATTENTIONS, FULL, SHARED_BOARD, ModelConfig, preset, PRESETS
+from neuralengine.data.shards import Shard, open_shards
+from neuralengine.encoding import bucket_edges, bucket_values
+from neuralengine.model import Transformer
+from neuralengine.progress import Progress
+from neuralengine.weights import save_weights
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+
+class ActionValueData:
+    """All positions of some shards held in memory as flat arrays."""
+
+    def __init__(self, shards: list[Shard], max_positions: int | None = None) -> None:
+        boards, actions, probs, counts = [], [], [], []
+        for shard in shards:
+            boards.append(np.asarray(shard.boards))
+            actions.append(np.asarray(shard.actions))
+            probs.append(np.asarray(shard.win_probs))
+            counts.append(np.diff(np.asarray(shard.offsets)))
+        self.boards = np.concatenate(boards)
+        self.actions = np.concatenate(actions).astype(np.int64)
+        self.win_probs = np.concatenate(probs).astype(np.float32)
+        self.counts = np.concatenate(counts)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        if max_positions is not None and max_positions < len(self.boards):
+            self.boards = self.boards[:max_positions]
+            self.counts = self.counts[:max_positions]
+            self.offsets = self.offsets[: max_positions + 1]
+        self.sources = [dict(s.metadata) for s in shards]
+
+    def __len__(self) -> int:
+        return len(self.boards)
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.offsets[-1])
+
+    def position_batch(self, idx: np.ndarray, max_moves: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Boards [B,77], actions [B,N], targets [B,N], mask [B,N] for whole positions.
+
+        Positions with more than ``max_moves`` moves contribute a random subset.
+        """
+        n = int(min(self.counts[idx].max(), max_moves))
+        acts = np.zeros((len(idx), n), np.int64)
+        probs = np.zeros((len(idx), n), np.float32)
+        mask = np.zeros((len(idx), n), bool)
+        for row, i in enumerate(idx):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            sel = np.arange(lo, hi)
+            if len(sel) > n:
+                sel = rng.choice(sel, n, replace=False)
+            acts[row, : len(sel)] = self.actions[sel]
+            probs[row, : len(sel)] = self.win_probs[sel]
+            mask[row, : len(sel)] = True
+        return self.boards[idx], acts, probs, mask
+
+    def action_batch(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """``count`` action values drawn uniformly, as one move per row."""
+        flat = rng.integers(0, self.num_actions, count)
+        pos = np.searchsorted(self.offsets, flat, side="right") - 1
+        return (self.boards[pos], self.actions[flat][:, None], self.win_probs[flat][:, None],
+                np.ones((count, 1), bool))
+
+
+# --------------------------------------------------------------------------
+# Losses and metrics
+# --------------------------------------------------------------------------
+
+
+def hl_gauss_targets(p: torch.Tensor, num_buckets: int, sigma: float) -> torch.Tensor:
+    """Histogram targets: a Gaussian around ``p`` (std ``sigma`` in win-prob
+    units) integrated over each bucket and renormalised over [0, 1]."""
+    edges = torch.linspace(0.0, 1.0, num_buckets + 1, device=p.device)
+    cdf = torch.special.ndtr((edges - p.unsqueeze(-1)) / sigma)
+    mass = cdf[..., 1:] - cdf[..., :-1]
+    return mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def loss_fn(log_probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str, sigma: float) -> torch.Tensor:
+    k = log_probs.shape[-1]
+    if kind == "hl_gauss":
+        dist = hl_gauss_targets(target, k, sigma)
+    else:
+        edges = torch.as_tensor(bucket_edges(k), dtype=target.dtype, device=target.device)
+        dist = F.one_hot(torch.searchsorted(edges, target.contiguous(), side="left"), k).to(log_probs.dtype)
+    nll = -(dist * log_probs.float()).sum(-1)
+    return (nll * mask).sum() / mask.sum().clamp_min(1)
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b between two score vectors (ties handled)."""
+    if len(a) < 2:
+        return float("nan")
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    iu = np.triu_indices(len(a), 1)
+    da, db = da[iu], db[iu]
+    num = float((da * db).sum())
+    den = math.sqrt(float((da != 0).sum()) * float((db != 0).sum()))
+    return num / den if den else float("nan")
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, data: ActionValueData, device: torch.device, limit: int = 2000,
+             batch: int = 64, loss: str = "hl_gauss", sigma: float = 0.75 / 128) -> dict[str, float]:
+    """Held-out loss, action accuracy and Kendall tau against Stockfish.
+
+    A position counts as solved when the predicted best move has Stockfish's
+    best score (several moves can share it, e.g. two mates).
+    """
+    model.eval()
+    values = torch.as_tensor(bucket_values(model.cfg.num_buckets), dtype=torch.float32, device=device)
+    n = min(limit, len(data))
+    idx_all = np.arange(n)
+    rng = np.random.default_rng(0)
+    hits, taus, losses, weights = 0, [], 0.0, 0
+    for start in range(0, n, batch):
+        idx = idx_all[start : start + batch]
+        boards, acts, probs, mask = data.position_batch(idx, 1000, rng)
+        if model.cfg.attention == FULL:
+            # Keep the full-attention evaluation memory bounded: one position at a time.
+            out = [model(torch.as_tensor(boards[i : i + 1], device=device), torch.as_tensor(acts[i : i + 1], device=device))
+                   for i in range(len(idx))]
+            lp = torch.cat(out)
+        else:
+            lp = model(torch.as_tensor(boards, device=device), torch.as_tensor(acts, device=device))
+        t_probs = torch.as_tensor(probs, device=device)
+        t_mask = torch.as_tensor(mask, device=device)
+        losses += float(loss_fn(lp, t_probs, t_mask, loss, sigma)) * int(mask.sum())
+        weights += int(mask.sum())
+        pred = (lp.float().exp() @ values).cpu().numpy()
+        for row in range(len(idx)):
+            m = mask[row]
+            p, s = pred[row][m], probs[row][m]
+            hits += int(s[int(np.argmax(p))] >= s.max() - 1e-6)
+            tau = kendall_tau(p, s)
+            if not math.isnan(tau):
+                taus.append(tau)
+    model.train()
+    return {"test_loss": losses / max(weights, 1), "action_accuracy": hits / max(n, 1),
+            "kendall_tau": float(np.mean(taus)) if taus else float("nan"), "test_positions": n}
+
+
+# --------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    test_data: list[str] | None = None
+    preset: str = "small"
+    layers: int | None = None
+    dim: int | None = None
+    heads: int | None = None
+    attention: str = SHARED_BOARD
+    steps: int = 10_000
+    batch_size: int = 64
+    max_moves: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 200
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    ema: float = 0.999
+    loss: str = "hl_gauss"
+    sigma_buckets: float = 0.75
+    device: str = "auto"
+    threads: int = 0
+    eval_every: int = 500
+    eval_positions: int = 2000
+    checkpoint_every: int = 500
+    time_limit: float = 0.0
+    seed: int = 1
+    max_positions: int | None = None
+
+
+def model_config(tc: TrainConfig) -> ModelConfig:
+    base = preset(tc.preset, attention=tc.attention)
+    return ModelConfig(num_layers=tc.layers or base.num_layers, embed_dim=tc.dim or base.embed_dim,
+                       num_heads=tc.heads or base.num_heads, attention=tc.attention, kind=ACTION_VALUE)
+
+
+def lr_at(step: int, tc: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio``. With a time
+    limit, the decay follows whichever budget (steps or time) runs out first."""
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    frac = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    if tc.time_limit:
+        frac = max(frac, min(1.0, elapsed / (tc.time_limit * 60)))
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _state_tensors(model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {f"model/{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    out.update({f"ema/{k}": v.detach().float().cpu().contiguous() for k, v in ema.items()})
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, val in opt.state.get(p, {}).items():
+                if torch.is_tensor(val):
+                    out[f"opt/{names[id(p)]}/{key}"] = val.detach().float().cpu().contiguous().reshape(val.shape)
+    return out
+
+
+def save_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+                    info: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = run / "checkpoint.safetensors.tmp"
+    save_file(_state_tensors(model, ema, opt), str(tmp))
+    os.replace(tmp, run / "checkpoint.safetensors")
+    (run / "checkpoint.json.tmp").write_text(json.dumps(info, indent=2))
+    os.replace(run / "checkpoint.json.tmp", run / "checkpoint.json")
+
+
+def load_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    for k in ema:
+        ema[k].copy_(tensors[f"ema/{k}"])
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        state = {key.rsplit("/", 1)[1]: v.to(p.device) for key, v in tensors.items()
+                 if key.startswith(f"opt/{name}/") and key.count("/") == name.count("/") + 2}
+        if state:
+            opt.state[p] = state
+    return json.loads((run / "checkpoint.json").read_text())
+
+
+def export_model(run: Path, cfg: ModelConfig, ema: dict[str, torch.Tensor], provenance: dict[str, Any],
+                 name: str = "model") -> Path:
+    tensors = {k: v.detach().float().cpu().numpy() for k, v in ema.items()}
+    path = save_weights(run / f"{name}.safetensors", cfg, tensors, provenance)
+    from neuralengine.export import export_weights_file
+
+    export_weights_file(path)
+    return path
+
+
+def plot_metrics(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(step, [float(r["train_loss"]) for r in rows], label="train loss")
+    evals = [(int(r["step"]), float(r["test_loss"]), float(r["action_accuracy"]), float(r["kendall_tau"]))
+             for r in rows if r.get("test_loss")]
+    if evals:
+        ax1.plot([e[0] for e in evals], [e[1] for e in evals], "o-", label="held-out loss")
+        ax2.plot([e[0] for e in evals], [e[2] for e in evals], "o-", label="action accuracy")
+        ax2.plot([e[0] for e in evals], [e[3] for e in evals], "s-", label="Kendall τ")
+    ax1.set_xlabel("step"); ax1.set_ylabel("cross-entropy"); ax1.legend(); ax1.grid(alpha=0.3)
+    ax2.set_xlabel("step"); ax2.legend(); ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+
+
+def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    run = Path(tc.out)
+    run.mkdir(parents=True, exist_ok=True)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = torch.device("cuda" if tc.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if tc.device == "auto" else tc.device))
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    train_shards = open_shards(tc.data)
+    test_paths = tc.test_data
+    if test_paths is None:
+        test_paths = [str(p) for d in tc.data if Path(d).is_dir() for p in sorted(Path(d).glob("test-*.neav"))]
+        train_shards = [s for s in train_shards if not s.path.name.startswith("test-")]
+    data = ActionValueData(train_shards, tc.max_positions)
+    test = ActionValueData(open_shards(test_paths)) if test_paths else None
+    cfg = model_config(tc)
+    model = Transformer(cfg).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98))
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    step, seen_values, elapsed_before = 0, 0, 0.0
+    metrics_path = run / "metrics.csv"
+    if (run / "checkpoint.json").exists():
+        info = load_checkpoint(run, model, ema, opt)
+        step, seen_values, elapsed_before = info["step"], info["action_values"], info.get("elapsed", 0.0)
+        rng = np.random.default_rng([tc.seed, step])
+        print(f"resumed {run} at step {step}", file=sys.stderr)
+    (run / "config.json").write_text(json.dumps({"train": asdict(tc), "model": cfg.to_dict()}, indent=2))
+    fields = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy", "kendall_tau"]
+    if not metrics_path.exists():
+        with open(metrics_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+    sigma = tc.sigma_buckets / cfg.num_buckets
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    stop = {"flag": False}
+
+    def _request_stop(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    old_handler = signal.signal(signal.SIGTERM, _request_stop)
+    bar = Progress("train", total=tc.steps, unit="steps", enabled=progress, every=5.0)
+    bar.count = step
+    t0 = time.monotonic()
+    window_loss, window_n, window_values, window_t = 0.0, 0, 0, time.monotonic()
+    last: dict[str, Any] = {}
+    avg_moves = data.num_actions / max(len(data), 1)
+    positions_per_step = tc.batch_size if cfg.attention == SHARED_BOARD else max(1, int(tc.batch_size / avg_moves))
+    model.train()
+    try:
+        while step < tc.steps and not stop["flag"]:
+            if tc.time_limit and elapsed_before + time.monotonic() - t0 > tc.time_limit * 60:
+                break
+            if cfg.attention == SHARED_BOARD:
+                idx = rng.integers(0, len(data), tc.batch_size)
+                boards, acts, probs, mask = data.position_batch(idx, tc.max_moves, rng)
+            else:
+                # Same number of action values per step as the shared-board model sees.
+                boards, acts, probs, mask = data.action_batch(tc.batch_size, rng)
+            lr_now = lr_at(step, tc, elapsed_before + time.monotonic() - t0)
+            for group in opt.param_groups:
+                group["lr"] = lr_now
+            b = torch.as_tensor(boards, device=device)
+            a = torch.as_tensor(acts, device=device)
+            t = torch.as_tensor(probs, device=device)
+            m = torch.as_tensor(mask, device=device)
+            with autocast:
+                lp = model(b, a)
+            loss = loss_fn(lp, t, m, tc.loss, sigma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+            opt.step()
+            with torch.no_grad():
+                decay_now = min(tc.ema, (1 + step) / (10 + step))
+                for k, v in model.state_dict().items():
+                    ema[k].mul_(decay_now).add_(v.detach().float(), alpha=1 - decay_now)
+            step += 1
+            n_values = int(mask.sum())
+            seen_values += n_values
+            window_loss += float(loss.detach()) * n_values
+            window_n += n_values
+            window_values += n_values
+            bar.update(1, postfix=f"loss {window_loss / max(window_n, 1):.3f}")
+            do_eval = test is not None and (step % tc.eval_every == 0 or step == tc.steps)
+            if step % 50 == 0 or do_eval or step == tc.steps:
+                now = time.monotonic()
+                row = {"step": step, "train_loss": window_loss / max(window_n, 1), "lr": lr_now,
+                       "action_values": seen_values, "av_per_s": window_values / max(now - window_t, 1e-9),
+                       "elapsed": elapsed_before + now - t0}
+                window_loss, window_n, window_values, window_t = 0.0, 0, 0, now
+                if do_eval:
+                    ema_model = Transformer(cfg).to(device)
+                    ema_model.load_state_dict(ema)
+                    row.update(evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma))
+                    export_model(run, cfg, ema, {"trainer": "neuralengine train", "steps": step,
+                                                 "partial": True, "metrics": {k: row[k] for k in ("action_accuracy", "kendall_tau")}})
+                    print(f"\nstep {step}: held-out loss {row['test_loss']:.4f} action accuracy "
+                          f"{row['action_accuracy']:.3f} tau {row['kendall_tau']:.3f}", file=sys.stderr)
+                    window_t = time.monotonic()
+                last = row
+                with open(metrics_path, "a", newline="") as fh:
+                    csv.writer(fh).writerow([row.get(f, "") for f in fields])
+            if step % tc.checkpoint_every == 0:
+                save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values,
+                                                       "elapsed": elapsed_before + time.monotonic() - t0})
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        bar.close()
+    elapsed = elapsed_before + time.monotonic() - t0
+    save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values, "elapsed": elapsed})
+    plot_metrics(metrics_path, run / "metrics.png")
+    provenance = {
+        "trainer": "neuralengine train",
+        "steps": step, "action_values_seen": seen_values, "positions_per_step": positions_per_step,
+        "train_positions": len(data), "train_action_values": data.num_actions,
+        "loss": tc.loss, "ema": tc.ema, "lr": tc.lr, "batch_size": tc.batch_size,
+        "data": [Path(d).name for d in tc.data], "data_metadata": data.sources[0] if data.sources else {},
+        "train_seconds": round(elapsed, 1), "device": str(device),
+        "final_metrics": {k: last.get(k) for k in ("test_loss", "action_accuracy", "kendall_tau") if k in last},
+    }
+    path = export_model(run, cfg, ema, provenance)
+    return {"weights": str(path), "step": step, **provenance}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neuralengine train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", required=True, help="shard files or folders (train-*.neav)")
+    p.add_argument("--test-data", nargs="+", help="held-out shards (default: test-*.neav beside the data)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, metrics.png, model.safetensors")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--layers", type=int)
+    p.add_argument("--dim", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--attention", default=SHARED_BOARD, choices=ATTENTIONS)
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="positions per step (shared_board) or action values per step (full)")
+    p.add_argument("--max-moves", type=int, default=64, help="cap on moves per position in a batch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--loss", default="hl_gauss", choices=["hl_gauss", "onehot"])
+    p.add_argument("--sigma-buckets", type=float, default=0.75, help="HL-Gauss std in bucket widths")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch default)")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-positions", type=int, default=2000)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes (0: none)")
+    p.add_argument("--max-positions", type=int)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    fields = {f for f in TrainConfig.__dataclass_fields__}
+    tc = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    result = train(tc, progress=not args.quiet)
+    print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
+    return 0
