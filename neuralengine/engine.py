@@ -1,0 +1,660 @@
+"""Move choice without search: one network evaluation per position.
+
+:class:`Engine` wraps an inference backend (:func:`neuralengine.backends.create_backend`)
+and turns a :class:`chess.Board` into a ranked list of moves:
+
+1. The legal moves are listed in action-index order.
+2. Every candidate move gets a win probability for the side to move, from the
+   model kind named in the weights metadata:
+
+   * ``action_value`` (DeepMind's main engine): the board tokens plus each
+     move's action index, all moves in one batch; the win probability is the
+     expectation of the predicted return buckets.
+   * ``state_value``: every child position is evaluated (one batch); the move
+     scores ``1 - E[V(child)]``, because the child is seen from the opponent's
+     side.
+   * ``behavioral_cloning``: one pass over the board gives 1968 logits; their
+     softmax, renormalised over the legal moves, is the move's policy
+     probability. It is not a win probability, but it is reported in its place
+     (so ``cp`` and ``wdl`` of such a model show the policy's confidence).
+
+3. Rules the network cannot know override its scores:
+
+   * a move that checkmates at once is always played and scores 1.0 (``mate 1``),
+     unless the mate rule is turned off;
+   * a move after which the game is drawn at once or can be claimed drawn by
+     repetition scores exactly 0.5: a fivefold repetition or a claimable
+     threefold repetition (DeepMind's rule, which needs the move history), and
+     also stalemate and insufficient material (what the Stockfish labels the
+     model was trained on would say).
+
+4. The best move is the argmax, with ties going to the lowest action index,
+   or a sample from ``softmax(win_prob / T)`` when the temperature ``T`` > 0.
+
+Nothing here knows the UCI protocol; :mod:`neuralengine.uci` drives it.
+Time limits are deadlines on :func:`time.monotonic`. The engine keeps an
+estimate of the inference latency, and when the time left is too short for all
+moves in one batch it evaluates them in smaller chunks, stops before the
+deadline and plays the best move evaluated so far (or, if nothing fitted, a
+mate in one or else the first legal move).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import chess
+import numpy as np
+
+from neuralengine.config import ACTION_VALUE, BEHAVIORAL_CLONING, STATE_VALUE
+from neuralengine.encoding import MOVE_TO_ACTION, expected_win_prob, tokenize, win_prob_to_cp
+
+if TYPE_CHECKING:
+    from neuralengine.backends import Backend
+
+#: Default number of moves sent to the network in one call. No chess position
+#: has more than 218 legal moves, so the default always makes one call.
+DEFAULT_BATCH_SIZE = 256
+
+#: Seconds kept free before a deadline for the work after the last inference
+#: (rules, ranking, printing).
+FINISH_RESERVE = 0.002
+#: Seconds per evaluated move reserved for the draw rules after the inference.
+RULE_SECONDS_PER_MOVE = 0.0001
+
+#: Rule names in :attr:`MoveScore.rule`.
+RULE_MATE = "mate"
+RULE_DRAW = "draw"
+
+
+# --------------------------------------------------------------------------
+# Scores for display
+# --------------------------------------------------------------------------
+
+
+def wdl_from_win_prob(win_prob: float) -> tuple[int, int, int]:
+    """Win/draw/loss per mille for an expected score ``win_prob``.
+
+    The model predicts one number, the expected score. It is split as if the
+    result were the sum of two independent half-point trials each won with
+    probability ``p``: ``W = p²``, ``D = 2p(1-p)``, ``L = (1-p)²``. The split
+    keeps the expectation (``W + D/2 = p``), is symmetric, and shows the most
+    draws (50 %) for a level position. The three numbers add up to 1000.
+    """
+    p = min(max(float(win_prob), 0.0), 1.0)
+    w = int(round(1000 * p * p))
+    loss = int(round(1000 * (1 - p) * (1 - p)))
+    return w, 1000 - w - loss, loss
+
+
+@dataclass
+class MoveScore:
+    """One candidate move and its score for the side to move."""
+
+    move: chess.Move
+    #: Index of the move in the 1968-move action table.
+    action: int
+    #: Score after the rules, in [0, 1].
+    win_prob: float
+    #: The network's own score, or ``None`` if the move was not evaluated.
+    model_win_prob: float | None = None
+    #: ``"mate"`` or ``"draw"`` when a rule set :attr:`win_prob`.
+    rule: str | None = None
+
+    @property
+    def mate(self) -> int | None:
+        """``1`` for a move the mate rule plays (mate in one), else ``None``."""
+        return 1 if self.rule == RULE_MATE else None
+
+    @property
+    def cp(self) -> int:
+        """Centipawns from :attr:`win_prob` (Lichess logistic, clamped)."""
+        return win_prob_to_cp(self.win_prob)
+
+    @property
+    def wdl(self) -> tuple[int, int, int]:
+        """Win/draw/loss per mille (:func:`wdl_from_win_prob`)."""
+        return wdl_from_win_prob(self.win_prob)
+
+
+@dataclass
+class SearchResult:
+    """What :meth:`Engine.search` found."""
+
+    #: The move to play; ``None`` when the side to move has no legal move.
+    bestmove: chess.Move | None
+    #: Scored moves, the chosen one first, then by score (ties: lowest action index).
+    ranked: list[MoveScore] = field(default_factory=list)
+    #: Move evaluations done by the network.
+    nodes: int = 0
+    #: Wall-clock seconds of the whole search.
+    time_s: float = 0.0
+    #: ``True`` when every candidate move was evaluated.
+    complete: bool = True
+    #: Why a fallback move was played (nothing could be evaluated in time), else ``None``.
+    fallback: str | None = None
+    #: Expected reply to :attr:`bestmove`, when asked for and affordable.
+    ponder: chess.Move | None = None
+    #: Temperature used to choose the move.
+    temperature: float = 0.0
+
+    @property
+    def nps(self) -> int:
+        """Move evaluations per second."""
+        return int(self.nodes / self.time_s) if self.time_s > 0 else 0
+
+
+class SearchControl:
+    """Shared between a running search and the thread that may cut it short.
+
+    ``stop`` ends the search before its next network call. ``deadline`` (a
+    :func:`time.monotonic` value, or ``None`` for no limit) may be changed
+    while the search runs, e.g. on ``ponderhit``.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.stop = threading.Event()
+        self.deadline = deadline
+
+    def remaining(self) -> float | None:
+        """Seconds until the deadline, or ``None`` without one."""
+        deadline = self.deadline
+        return None if deadline is None else deadline - time.monotonic()
+
+
+# --------------------------------------------------------------------------
+# Latency estimate
+# --------------------------------------------------------------------------
+
+
+class LatencyModel:
+    """Predicts the seconds of one network call of ``n`` rows.
+
+    The model is ``fixed + n * per_row``, fitted on two warm-up calls, times a
+    correction factor that follows the calls actually made (it jumps up at
+    once when a call was slower than predicted and decays slowly). Predictions
+    include a safety factor, because a call cannot be interrupted.
+    """
+
+    SAFETY = 1.3
+
+    def __init__(self) -> None:
+        self.fixed: float | None = None
+        self.per_row: float = 0.0
+        self.scale = 1.0
+
+    @property
+    def known(self) -> bool:
+        return self.fixed is not None
+
+    def fit(self, n_small: int, t_small: float, n_large: int, t_large: float) -> None:
+        """Fit the line through two timed calls."""
+        if n_large > n_small:
+            self.per_row = max((t_large - t_small) / (n_large - n_small), 0.0)
+        else:
+            self.per_row = t_large / max(n_large, 1)
+        self.fixed = max(t_small - self.per_row * n_small, 0.0)
+        self.scale = 1.0
+
+    def _raw(self, rows: int) -> float:
+        return (self.fixed or 0.0) + self.per_row * rows
+
+    def predict(self, rows: int) -> float | None:
+        """Predicted seconds for ``rows`` rows (with safety margin), ``None`` if unknown."""
+        if not self.known:
+            return None
+        return self.SAFETY * self.scale * self._raw(rows) + 0.0005
+
+    def max_rows(self, seconds: float, limit: int) -> int:
+        """The most rows (up to ``limit``) one call can take within ``seconds``."""
+        if not self.known:
+            return limit
+        if seconds <= 0:
+            return 0
+        budget = (seconds - 0.0005) / (self.SAFETY * self.scale) - (self.fixed or 0.0)
+        if budget < 0:
+            return 0
+        if self.per_row <= 0:
+            return limit
+        return max(0, min(limit, int(budget / self.per_row)))
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Record a call that took ``seconds`` for ``rows`` rows."""
+        if not self.known:
+            self.fit(rows, seconds, rows, seconds)
+            return
+        raw = self._raw(rows)
+        if raw <= 0:
+            return
+        ratio = seconds / raw
+        self.scale = ratio if ratio > self.scale else 0.8 * self.scale + 0.2 * ratio
+        self.scale = min(max(self.scale, 0.25), 20.0)
+
+
+# --------------------------------------------------------------------------
+# Encoding helpers (Chess960-aware)
+# --------------------------------------------------------------------------
+
+
+def model_fen(board: chess.Board) -> str:
+    """The FEN the network reads for ``board``.
+
+    This is python-chess ``board.fen()`` (DeepMind's normalisation), with the
+    move counters clamped to 999 (the tokenizer has three digits for each)
+    and, for Chess960 positions, the castling rights written as ``KQkq`` by
+    the side of the king the rook stands on: DeepMind's tokenizer has no
+    Shredder/X-FEN letters, so a 960 position is shown to the model as the
+    nearest standard one.
+    """
+    parts = board.fen().split(" ")
+    if any(c not in "KQkq-" for c in parts[2]):
+        rights = ""
+        for color, king_side, queen_side in ((chess.WHITE, "K", "Q"), (chess.BLACK, "k", "q")):
+            king = board.king(color)
+            rooks = board.clean_castling_rights() & board.occupied_co[color] & chess.BB_BACKRANKS
+            if king is None:
+                continue
+            files = [chess.square_file(sq) for sq in chess.scan_forward(rooks)]
+            if any(f > chess.square_file(king) for f in files):
+                rights += king_side
+            if any(f < chess.square_file(king) for f in files):
+                rights += queen_side
+        parts[2] = rights or "-"
+    parts[4] = str(min(board.halfmove_clock, 999))
+    parts[5] = str(min(board.fullmove_number, 999))
+    return " ".join(parts)
+
+
+def move_action(board: chess.Board, move: chess.Move) -> int:
+    """Action index of a legal ``move`` of ``board``.
+
+    Castling is king-to-g/c-file in DeepMind's table (``e1g1``). python-chess
+    writes Chess960 castling as king-takes-rook; when the king and rook stand
+    on their standard squares that is translated back, otherwise the
+    king-to-rook move (also in the table) stands for it.
+    """
+    uci = move.uci()
+    if board.chess960 and board.is_castling(move):
+        king_file = chess.square_file(move.from_square)
+        rook_file = chess.square_file(move.to_square)
+        if king_file == 4 and rook_file in (0, 7):
+            uci = uci[:2] + ("g" if rook_file == 7 else "c") + uci[3]
+    return MOVE_TO_ACTION[uci]
+
+
+def candidate_moves(board: chess.Board) -> tuple[list[chess.Move], list[int]]:
+    """Legal moves sorted by action index, and their indices."""
+    pairs = sorted((move_action(board, m), m) for m in board.legal_moves)
+    return [m for _, m in pairs], [a for a, _ in pairs]
+
+
+def gpu_driver_present() -> bool:
+    """Whether an NVIDIA driver may be present (cheap; no PyTorch import).
+
+    Only answers ``False`` on Linux without any NVIDIA or WSL GPU device.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg"))
+
+
+def repetition_draw(board: chess.Board) -> bool:
+    """DeepMind's repetition rule for the position after a move.
+
+    True if the position is a fivefold repetition, or a threefold repetition
+    can be claimed (now, or by the opponent with a reply). Repetitions need at
+    least three reversible half-moves in a row, so a small half-move clock
+    answers ``False`` without walking the move history.
+    """
+    if board.halfmove_clock < 3:
+        return False
+    return board.is_fivefold_repetition() or board.can_claim_threefold_repetition()
+
+
+def sample_softmax(values: Sequence[float], temperature: float, rng: random.Random) -> int:
+    """Index drawn from ``softmax(values / temperature)``."""
+    top = max(values)
+    weights = [math.exp((v - top) / temperature) for v in values]
+    return rng.choices(range(len(values)), weights=weights, k=1)[0]
+
+
+# --------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------
+
+
+class Engine:
+    """Chooses moves for :class:`chess.Board` positions with one backend.
+
+    :param backend: an open :class:`~neuralengine.backends.Backend`.
+    :param batch_size: the most moves sent to the network in one call.
+    :param temperature: 0 plays the best move; above 0 samples from
+        ``softmax(win_prob / temperature)``.
+    :param temperature_moves: apply the temperature only up to this full move
+        number (0: always).
+    :param mate_rule: always play a move that checkmates at once.
+    :param seed: seed of the sampling RNG (``None``: from the system).
+
+    One search runs at a time; the settings may be changed between searches.
+    """
+
+    def __init__(self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, temperature: float = 0.0,
+                 temperature_moves: int = 0, mate_rule: bool = True, seed: int | None = None) -> None:
+        self.backend = backend
+        self.kind = backend.config.kind
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.temperature_moves = temperature_moves
+        self.mate_rule = mate_rule
+        self.rng = random.Random(seed)
+        self.latency = LatencyModel()
+
+    @classmethod
+    def open(cls, weights_path: str | os.PathLike[str], backend: str = "auto", threads: int = 1,
+             warm_up: bool = True, **kwargs: object) -> "Engine":
+        """Open a weights file with the named backend and measure its latency.
+
+        Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
+        with a message that names the problem.
+        """
+        from neuralengine.backends import create_backend
+        from neuralengine.weights import read_metadata
+
+        if not os.path.isdir(weights_path):
+            read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        if backend == "auto" and not gpu_driver_present() and importlib.util.find_spec("onnxruntime"):
+            # What "auto" would pick without a GPU, minus the slow PyTorch import that checks for CUDA.
+            backend = "onnx"
+        engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
+        if warm_up:
+            engine.warm_up()
+        return engine
+
+    def describe(self) -> str:
+        """One line naming the model and backend."""
+        cfg = self.backend.config
+        return (f"{os.path.basename(str(self.backend.weights_path))}: {self.kind}, {cfg.num_layers} layers x "
+                f"{cfg.embed_dim}, {cfg.num_parameters():,} parameters, backend {self.backend.describe()}")
+
+    # -- network calls ---------------------------------------------------
+
+    def _rows_needed(self, n_moves: int) -> int:
+        return 1 if self.kind == BEHAVIORAL_CLONING else n_moves
+
+    def _call(self, board: chess.Board, moves: Sequence[chess.Move], actions: Sequence[int]) -> np.ndarray:
+        """Scores for ``moves`` from one network call (no rules applied)."""
+        start = time.monotonic()
+        if self.kind == ACTION_VALUE:
+            boards = tokenize(model_fen(board))[None, :]
+            log_probs = self.backend.evaluate(boards, np.asarray(actions, dtype=np.int64)[None, :])
+            scores = expected_win_prob(np.asarray(log_probs)[0])
+            rows = len(actions)
+        elif self.kind == STATE_VALUE:
+            children = []
+            for move in moves:
+                board.push(move)
+                children.append(tokenize(model_fen(board)))
+                board.pop()
+            log_probs = self.backend.evaluate(np.stack(children))
+            scores = 1.0 - expected_win_prob(np.asarray(log_probs))
+            rows = len(moves)
+        else:
+            raise AssertionError(f"no chunked call for {self.kind}")
+        self.latency.observe(rows, time.monotonic() - start)
+        return np.asarray(scores, dtype=np.float64)
+
+    def _policy(self, board: chess.Board, actions: Sequence[int]) -> np.ndarray:
+        """Behavioural cloning: policy probabilities renormalised over ``actions``."""
+        start = time.monotonic()
+        logits = np.asarray(self.backend.evaluate(tokenize(model_fen(board))[None, :]), dtype=np.float64)[0]
+        self.latency.observe(1, time.monotonic() - start)
+        legal = logits[np.asarray(actions, dtype=np.int64)]
+        legal = legal - legal.max()
+        probs = np.exp(legal)
+        return probs / probs.sum()
+
+    def warm_up(self) -> None:
+        """Run the network on the start position and fit the latency estimate."""
+        board = chess.Board()
+        moves, actions = candidate_moves(board)
+        if self.kind == BEHAVIORAL_CLONING:
+            self._policy(board, actions)
+            start = time.monotonic()
+            self._policy(board, actions)
+            elapsed = time.monotonic() - start
+            self.latency.fit(1, elapsed, 1, elapsed)
+            return
+        self._call(board, moves, actions)  # first call: allocations, kernel selection
+        t_one, t_all = [], []
+        for _ in range(3):
+            start = time.monotonic()
+            self._call(board, moves[:1], actions[:1])
+            t_one.append(time.monotonic() - start)
+            start = time.monotonic()
+            self._call(board, moves, actions)
+            t_all.append(time.monotonic() - start)
+        self.latency.fit(1, sorted(t_one)[1], len(moves), sorted(t_all)[1])
+
+    # -- search ------------------------------------------------------------
+
+    def _evaluate(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
+                  control: SearchControl, reserve: float = FINISH_RESERVE) -> tuple[dict[int, float], bool]:
+        """Network scores by position in ``moves``; ``complete`` is False if cut short.
+
+        A call starts only if its predicted end is ``reserve`` seconds before
+        the deadline.
+        """
+        scores: dict[int, float] = {}
+        if not moves:
+            return scores, True
+        if self.kind == BEHAVIORAL_CLONING:
+            remaining = control.remaining()
+            if control.stop.is_set() or (remaining is not None and
+                                         self.latency.max_rows(remaining - reserve, 1) < 1):
+                return scores, False
+            all_moves, all_actions = candidate_moves(board)
+            probs = self._policy(board, all_actions)
+            by_action = dict(zip(all_actions, probs))
+            return {i: float(by_action[a]) for i, a in enumerate(actions)}, True
+        done = 0
+        batch = max(1, self.batch_size)
+        while done < len(moves):
+            if control.stop.is_set():
+                return scores, False
+            size = min(batch, len(moves) - done)
+            remaining = control.remaining()
+            if remaining is not None:
+                size = self.latency.max_rows(remaining - reserve, size)
+                if size < 1:
+                    return scores, False
+            values = self._call(board, moves[done:done + size], actions[done:done + size])
+            for k, value in enumerate(values):
+                scores[done + k] = float(value)
+            done += size
+        return scores, True
+
+    def search(self, board: chess.Board, *, control: SearchControl | None = None, nodes: int | None = None,
+               searchmoves: Iterable[chess.Move] | None = None, ponder: bool = False) -> SearchResult:
+        """Choose a move for ``board`` (which keeps its move stack; it is restored on return).
+
+        :param control: deadline and stop flag (default: no limit).
+        :param nodes: the most move evaluations.
+        :param searchmoves: only these moves are candidates (illegal ones are
+            ignored; if none is legal, all moves are).
+        :param ponder: also predict the opponent's reply with a second
+            inference, if the deadline allows it.
+        """
+        start = time.monotonic()
+        control = control or SearchControl()
+        moves, actions = candidate_moves(board)
+        if not moves:
+            return SearchResult(None, time_s=time.monotonic() - start)
+        if searchmoves is not None:
+            wanted = set(searchmoves)
+            keep = [i for i, m in enumerate(moves) if m in wanted]
+            if keep:
+                moves = [moves[i] for i in keep]
+                actions = [actions[i] for i in keep]
+
+        # Mates need no network; they are found first so that even a search
+        # without time for any inference can play one.
+        mates = set()
+        for i, move in enumerate(moves):
+            if board.gives_check(move):
+                board.push(move)
+                if board.is_checkmate():
+                    mates.add(i)
+                board.pop()
+
+        to_eval = list(range(len(moves)))
+        if nodes is not None:
+            to_eval = to_eval[:max(0, nodes)]
+        reserve = FINISH_RESERVE + RULE_SECONDS_PER_MOVE * len(to_eval)
+        raw, complete = self._evaluate(board, [moves[i] for i in to_eval], [actions[i] for i in to_eval],
+                                       control, reserve)
+        model = {to_eval[k]: v for k, v in raw.items()}
+        complete = complete and len(to_eval) == len(moves)
+
+        # Immediate draws, for the evaluated moves.
+        terminal: dict[int, str] = {i: RULE_MATE for i in mates}
+        for i in model:
+            if i in mates:
+                continue
+            board.push(moves[i])
+            if board.is_stalemate() or board.is_insufficient_material() or repetition_draw(board):
+                terminal[i] = RULE_DRAW
+            board.pop()
+
+        scored: list[MoveScore] = []
+        for i, move in enumerate(moves):
+            rule = terminal.get(i)
+            value = model.get(i)
+            if rule == RULE_MATE and self.mate_rule:
+                scored.append(MoveScore(move, actions[i], 1.0, value, RULE_MATE))
+            elif value is None:
+                continue
+            elif rule == RULE_DRAW:
+                scored.append(MoveScore(move, actions[i], 0.5, value, RULE_DRAW))
+            else:
+                scored.append(MoveScore(move, actions[i], value, value, None))
+
+        result = SearchResult(None, nodes=len(model), complete=complete)
+        if not scored:
+            pick = min(mates) if mates else 0
+            result.bestmove = moves[pick]
+            if not to_eval:
+                result.fallback = "the node limit allows no evaluation"
+            elif control.stop.is_set():
+                result.fallback = "stopped before any evaluation"
+            else:
+                result.fallback = "no time for an evaluation"
+            if mates:
+                result.ranked = [MoveScore(moves[pick], actions[pick], 1.0, None, RULE_MATE)]
+            result.time_s = time.monotonic() - start
+            return result
+
+        # Best first; ties keep the lower action index (moves are in action order).
+        scored.sort(key=lambda s: (s.rule != RULE_MATE, -s.win_prob, s.action))
+        temperature = self.effective_temperature(board)
+        chosen = 0
+        if temperature > 0 and scored[0].rule != RULE_MATE:
+            chosen = sample_softmax([s.win_prob for s in scored], temperature, self.rng)
+        if chosen:
+            scored.insert(0, scored.pop(chosen))
+        result.ranked = scored
+        result.bestmove = scored[0].move
+        result.temperature = temperature
+        if ponder:
+            result.ponder = self._ponder_move(board, scored[0].move, control)
+        result.time_s = time.monotonic() - start
+        return result
+
+    def effective_temperature(self, board: chess.Board) -> float:
+        """The temperature for a move in ``board`` (0 after ``temperature_moves``)."""
+        if self.temperature <= 0:
+            return 0.0
+        if self.temperature_moves and board.fullmove_number > self.temperature_moves:
+            return 0.0
+        return self.temperature
+
+    def _ponder_move(self, board: chess.Board, move: chess.Move, control: SearchControl) -> chess.Move | None:
+        """The opponent's best reply to ``move``, if one more inference fits the deadline."""
+        board.push(move)
+        try:
+            replies, reply_actions = candidate_moves(board)
+            if not replies:
+                return None
+            remaining = control.remaining()
+            rows = self._rows_needed(len(replies))
+            if control.stop.is_set():
+                return None
+            if remaining is not None:
+                predicted = self.latency.predict(rows)
+                if predicted is None or predicted > remaining - FINISH_RESERVE or rows > self.batch_size:
+                    return None
+            for reply in replies:
+                board.push(reply)
+                mate = board.is_checkmate()
+                board.pop()
+                if mate:
+                    return reply
+            if self.kind == BEHAVIORAL_CLONING:
+                values = self._policy(board, reply_actions)
+            else:
+                values = self._call(board, replies, reply_actions)
+            return replies[int(np.argmax(values))]
+        finally:
+            board.pop()
+
+    @staticmethod
+    def fallback(board: chess.Board) -> chess.Move | None:
+        """A legal move without the network: a mate in one, else the first legal move in action order."""
+        moves, _ = candidate_moves(board)
+        for move in moves:
+            board.push(move)
+            mate = board.is_checkmate()
+            board.pop()
+            if mate:
+                return move
+        return moves[0] if moves else None
+
+
+# --------------------------------------------------------------------------
+# Time management
+# --------------------------------------------------------------------------
+
+#: Moves assumed left in the game when ``movestogo`` is not given.
+DEFAULT_MOVES_TO_GO = 30
+
+
+def time_budget(*, movetime: float | None = None, time_left: float | None = None, increment: float = 0.0,
+                movestogo: int | None = None, overhead: float = 0.03) -> float | None:
+    """Seconds the engine may think about a move, or ``None`` for no limit.
+
+    All arguments are in seconds. With ``movetime`` the budget is
+    ``movetime - overhead`` (but at least half of ``movetime``). With a clock,
+    the share is ``time_left / movestogo + 3/4 increment``, at most half the
+    clock, and the budget is that share minus ``overhead``. When both are
+    given the smaller one counts. The result is never negative; 0 means
+    "answer at once".
+    """
+    budgets: list[float] = []
+    if movetime is not None:
+        movetime = max(movetime, 0.0)
+        budgets.append(movetime - min(overhead, movetime / 2))
+    if time_left is not None:
+        time_left = max(time_left, 0.0)
+        mtg = movestogo if movestogo and movestogo > 0 else DEFAULT_MOVES_TO_GO
+        share = min(time_left / mtg + 0.75 * max(increment, 0.0), time_left / 2)
+        budgets.append(share - overhead)
+    if not budgets:
+        return None
+    return max(min(budgets), 0.0)
