@@ -1,0 +1,557 @@
+"""``neuralengine annotate``: Stockfish scores every legal move of each position.
+
+Each position is searched once with ``MultiPV`` equal to its number of legal
+moves, at a fixed depth (``go depth D``) or node count (``go nodes N``), so
+one search yields an action value for every move. A move's score is the last
+exact (not lower/upper bound) score Stockfish reported for it; with a depth
+limit that is its score at the final depth.
+
+The input (positions files, see :mod:`neuralengine.data.positions`) is cut into
+fixed shards of ``--shard-size`` lines. Each of ``--workers`` processes runs
+one Stockfish (``Threads 1``) and annotates whole shards, writing
+
+* ``OUT/<stem>-<k>.txt.gz``: the text format of :mod:`neuralengine.data.text`
+  (``FEN<TAB>move:score ...``, moves in python-chess ``legal_moves`` order,
+  scores from the side to move: centipawns or ``#N``), and
+* ``OUT/<stem>-<k>.json``: the settings, counts and game ids of the shard.
+
+Both files are written under a temporary name and renamed, the JSON last: a
+shard whose JSON exists is complete, and a rerun skips it. Each shard starts
+with ``ucinewgame``, so its result does not depend on what ran before. If a
+Stockfish or a worker process dies, it is restarted and the shard is redone
+from its first line, so nothing is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from neuralengine.data.positions import PositionError, is_position_line, iter_position_lines, parse_position
+from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
+
+#: Format tag written into every shard's JSON.
+FORMAT = "neuralengine-action-values-text"
+#: The shard settings that must match before a rerun may reuse a shard.
+_SETTING_KEYS = ("engine", "limit", "hash_mb", "clear_hash", "shard_size")
+
+
+@dataclass
+class Settings:
+    """What every worker needs (plain data, so it crosses process boundaries)."""
+
+    command: list[str]
+    out_dir: str
+    depth: int | None = None
+    nodes: int | None = None
+    hash_mb: int = 32
+    clear_hash: str = "game"
+    shard_size: int = 2000
+    compress: str = "gz"
+    max_retries: int = 3
+    engine: str = ""
+
+    @property
+    def go(self) -> str:
+        return f"nodes {self.nodes}" if self.nodes else f"depth {self.depth}"
+
+    @property
+    def limit(self) -> dict[str, int]:
+        return {"nodes": self.nodes} if self.nodes else {"depth": int(self.depth or 0)}
+
+
+@dataclass
+class Task:
+    """One shard: a range of lines of one input file."""
+
+    source: str
+    stem: str
+    index: int
+    first_line: int
+    lines: list[str]
+    split: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.stem}-{self.index:05d}"
+
+
+@dataclass
+class ShardStats:
+    positions: int = 0
+    action_values: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _suffix(compress: str) -> str:
+    return {"gz": ".txt.gz", "xz": ".txt.xz", "none": ".txt"}[compress]
+
+
+def shard_paths(out_dir: str | os.PathLike[str], name: str, compress: str) -> tuple[Path, Path]:
+    """The text file and the JSON sidecar of shard ``name``."""
+    out = Path(out_dir)
+    return out / f"{name}{_suffix(compress)}", out / f"{name}.json"
+
+
+# ---------------------------------------------------------------------------
+# Annotating one shard (runs inside a worker)
+# ---------------------------------------------------------------------------
+
+
+def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, report: Any = None,
+                   name: str = "", first_line: int = 0) -> tuple[list[str], list[list[Any]], ShardStats]:
+    """Annotate positions; returns text lines, game runs ``[[id, count], ...]`` and stats.
+
+    A line without a game id counts as a game of its own, ``<name>#<line>``
+    (``first_line`` numbers the first of ``lines``). ``report(positions,
+    action_values)`` is called now and then with the increments since its
+    last call.
+    """
+    stats = ShardStats()
+    out: list[str] = []
+    games: list[list[Any]] = []
+    go = settings.go
+    start = last = time.monotonic()
+    done_pos = done_av = 0
+    engine.new_game()
+    previous: str | None = None
+    first = True
+    for number, line in enumerate(lines, first_line):
+        if not is_position_line(line):
+            continue
+        try:
+            board, game_id = parse_position(line)
+        except PositionError:
+            stats.skipped["invalid"] = stats.skipped.get("invalid", 0) + 1
+            continue
+        moves = list(board.legal_moves)
+        if not moves:
+            stats.skipped["no_legal_moves"] = stats.skipped.get("no_legal_moves", 0) + 1
+            continue
+        if settings.clear_hash == "position" or (settings.clear_hash == "game" and game_id != previous and not first):
+            engine.new_game()
+        first = False
+        previous = game_id
+        engine.set_option("MultiPV", len(moves))
+        fen = board.fen()
+        result = engine.search(fen, go)
+        items = []
+        for move in moves:
+            uci = move.uci()
+            score = result.exact.get(uci) or result.bound.get(uci)
+            if score is None:
+                break
+            items.append(f"{uci}:{score}")
+        if len(items) != len(moves):
+            stats.skipped["incomplete"] = stats.skipped.get("incomplete", 0) + 1
+            continue
+        out.append(f"{fen}\t{' '.join(items)}\n")
+        gid = game_id if game_id is not None else f"{name}#{number}"
+        if games and games[-1][0] == gid:
+            games[-1][1] += 1
+        else:
+            games.append([gid, 1])
+        stats.positions += 1
+        stats.action_values += len(moves)
+        if report is not None:
+            now = time.monotonic()
+            if now - last >= 0.5:
+                report(stats.positions - done_pos, stats.action_values - done_av)
+                done_pos, done_av, last = stats.positions, stats.action_values, now
+    if report is not None and (stats.positions > done_pos or stats.action_values > done_av):
+        report(stats.positions - done_pos, stats.action_values - done_av)
+    stats.seconds = time.monotonic() - start
+    return out, games, stats
+
+
+def _write_text(path: Path, lines: list[str], compress: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    opener = {"gz": lambda p: gzip.open(p, "wt", encoding="utf-8", compresslevel=6),
+              "xz": lambda p: lzma.open(p, "wt", encoding="utf-8"),
+              "none": lambda p: open(p, "w", encoding="utf-8")}[compress]
+    with opener(tmp) as fh:
+        fh.writelines(lines)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def shard_metadata(settings: Settings, task: Task, stats: ShardStats, games: list[list[Any]]) -> dict[str, Any]:
+    """The JSON sidecar of a finished shard."""
+    return {
+        "format": FORMAT,
+        "engine": settings.engine,
+        "engine_options": {"Threads": 1, "Hash": settings.hash_mb, "MultiPV": "number of legal moves"},
+        "limit": settings.limit,
+        "score": "last exact score per move; centipawns or #N mate, side to move",
+        "hash_mb": settings.hash_mb,
+        "clear_hash": settings.clear_hash,
+        "shard_size": settings.shard_size,
+        "source": task.source,
+        "split": task.split,
+        "first_line": task.first_line,
+        "lines": len(task.lines),
+        "positions": stats.positions,
+        "action_values": stats.action_values,
+        "skipped": stats.skipped,
+        "seconds": round(stats.seconds, 3),
+        "games": games,
+    }
+
+
+def run_task(engine: Stockfish, task: Task, settings: Settings, report: Any = None) -> ShardStats:
+    """Annotate one shard and write it atomically (text first, JSON last)."""
+    lines, games, stats = annotate_lines(engine, task.lines, settings, report, Path(task.source).name,
+                                         task.first_line)
+    text_path, json_path = shard_paths(settings.out_dir, task.name, settings.compress)
+    _write_text(text_path, lines, settings.compress)
+    _write_json(json_path, shard_metadata(settings, task, stats, games))
+    return stats
+
+
+def start_engine(settings: Settings) -> Stockfish:
+    return Stockfish(settings.command, {"Threads": 1, "Hash": settings.hash_mb})
+
+
+def _worker(wid: int, settings: Settings, tasks: Any, results: Any) -> None:
+    """Worker loop: annotate the shards it is handed until it gets ``None``."""
+    engine: Stockfish | None = None
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                break
+            attempt = 0
+            while True:
+                def report(positions: int, action_values: int) -> None:
+                    results.put(("progress", wid, task.name, positions, action_values))
+
+                try:
+                    if engine is None:
+                        engine = start_engine(settings)
+                    stats = run_task(engine, task, settings, report)
+                    results.put(("done", wid, task.name, stats.positions, stats.action_values, asdict(stats)))
+                    break
+                except EngineError as exc:
+                    if engine is not None:
+                        engine.close()
+                    engine = None
+                    attempt += 1
+                    failed = attempt > settings.max_retries
+                    results.put(("failed" if failed else "restart", wid, task.name, str(exc)))
+                    if failed:
+                        break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+# ---------------------------------------------------------------------------
+# The coordinator (main process)
+# ---------------------------------------------------------------------------
+
+
+def infer_split(path: Path, split: str) -> str | None:
+    """``auto``: files named ``train*``/``test*`` (as datagen writes them) keep that split."""
+    if split == "none":
+        return None
+    if split != "auto":
+        return split
+    stem = path.name.split(".")[0].lower()
+    return "train" if stem.startswith("train") else "test" if stem.startswith("test") else None
+
+
+def count_lines(path: str | os.PathLike[str]) -> int:
+    return sum(1 for _ in iter_position_lines(path))
+
+
+def iter_tasks(inputs: Sequence[Path], settings: Settings, split: str) -> Iterator[Task]:
+    """Cut the inputs into shards of ``settings.shard_size`` lines."""
+    for path in inputs:
+        stem = path.name.split(".")[0]
+        buffer: list[str] = []
+        index = 0
+        for _, line in iter_position_lines(path):
+            buffer.append(line)
+            if len(buffer) == settings.shard_size:
+                yield Task(str(path), stem, index, index * settings.shard_size, buffer, infer_split(path, split))
+                buffer, index = [], index + 1
+        if buffer:
+            yield Task(str(path), stem, index, index * settings.shard_size, buffer, infer_split(path, split))
+
+
+def is_done(settings: Settings, name: str) -> bool:
+    """A shard is done when its JSON exists and was made with the same settings."""
+    text_path, json_path = shard_paths(settings.out_dir, name, settings.compress)
+    if not (json_path.exists() and text_path.exists()):
+        return False
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    mine = {"engine": settings.engine, "limit": settings.limit, "hash_mb": settings.hash_mb,
+            "clear_hash": settings.clear_hash, "shard_size": settings.shard_size}
+    theirs = {k: meta.get(k) for k in _SETTING_KEYS}
+    if theirs != mine:
+        raise SystemExit(f"annotate: {json_path} was made with other settings ({theirs} vs {mine}); "
+                         "use another --out folder")
+    return True
+
+
+@dataclass
+class Summary:
+    positions: int = 0
+    action_values: int = 0
+    shards_done: int = 0
+    shards_skipped: int = 0
+    shards_failed: int = 0
+    restarts: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def annotate(inputs: Sequence[Path], settings: Settings, workers: int, split: str = "auto",
+             progress: bool = True) -> Summary:
+    """Annotate all shards of ``inputs`` not yet done, with ``workers`` processes."""
+    from neuralengine.progress import Progress
+
+    Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
+    stems: dict[str, Path] = {}
+    for path in inputs:
+        stem = path.name.split(".")[0]
+        if stem in stems and stems[stem] != path:
+            raise SystemExit(f"annotate: {stems[stem]} and {path} would write the same shard names; rename one")
+        stems[stem] = path
+
+    summary = Summary()
+    # Count the work left, for the ETA.
+    todo_lines = 0
+    for path in inputs:
+        n = count_lines(path)
+        for k in range(-(-n // settings.shard_size)):
+            if not is_done(settings, f"{path.name.split('.')[0]}-{k:05d}"):
+                todo_lines += min(settings.shard_size, n - k * settings.shard_size)
+    bar = Progress("annotate", total=todo_lines, unit="pos", enabled=progress)
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    pool: dict[int, tuple[Any, Any]] = {}
+    current: dict[int, Task | None] = {}
+    shard_progress: dict[str, int] = {}
+    requeued: deque[Task] = deque()
+    pending = iter_tasks(inputs, settings, split)
+    next_wid = 0
+    start = time.monotonic()
+    av_total = 0
+
+    def spawn() -> None:
+        nonlocal next_wid
+        tasks = ctx.Queue()
+        proc = ctx.Process(target=_worker, args=(next_wid, settings, tasks, results), daemon=True)
+        proc.start()
+        pool[next_wid] = (proc, tasks)
+        current[next_wid] = None
+        next_wid += 1
+
+    def next_task() -> Task | None:
+        if requeued:
+            return requeued.popleft()
+        for task in pending:
+            if is_done(settings, task.name):
+                summary.shards_skipped += 1
+                continue
+            return task
+        return None
+
+    def forget_progress(name: str) -> None:
+        lost = shard_progress.pop(name, 0)
+        bar.count -= lost
+
+    for _ in range(max(1, workers)):
+        spawn()
+    exhausted = False
+    try:
+        while True:
+            for wid in list(pool):
+                if current[wid] is None and not exhausted:
+                    task = next_task()
+                    if task is None:
+                        exhausted = True
+                        break
+                    current[wid] = task
+                    pool[wid][1].put(task)
+            if exhausted and all(t is None for t in current.values()):
+                break
+            msgs: list[tuple[Any, ...]] = []
+            try:
+                msgs.append(results.get(timeout=0.5))
+                while True:
+                    msgs.append(results.get_nowait())
+            except queue.Empty:
+                pass
+            for msg in msgs:
+                kind, wid, name = msg[0], msg[1], msg[2]
+                task = current.get(wid)
+                if task is None or task.name != name:
+                    continue  # from a worker whose shard was already handed elsewhere
+                if kind == "progress":
+                    shard_progress[name] = shard_progress.get(name, 0) + msg[3]
+                    av_total += msg[4]
+                    bar.update(msg[3], postfix=f"{av_total / max(time.monotonic() - start, 1e-9):.0f} AV/s")
+                elif kind == "done":
+                    stats = msg[5]
+                    # Lines that were not positions (skipped) still count as done work.
+                    extra = len(task.lines) - shard_progress.pop(name, 0)
+                    bar.update(extra)
+                    summary.positions += msg[3]
+                    summary.action_values += msg[4]
+                    summary.shards_done += 1
+                    for k, v in stats["skipped"].items():
+                        summary.skipped[k] = summary.skipped.get(k, 0) + v
+                    current[wid] = None
+                elif kind == "restart":
+                    summary.restarts += 1
+                    forget_progress(name)
+                    print(f"\nannotate: {name}: engine restarted, redoing the shard ({msg[3]})", file=sys.stderr)
+                elif kind == "failed":
+                    summary.shards_failed += 1
+                    forget_progress(name)
+                    print(f"\nannotate: {name}: giving up after {settings.max_retries} restarts ({msg[3]})",
+                          file=sys.stderr)
+                    current[wid] = None
+            for wid in list(pool):
+                proc, _ = pool[wid]
+                if proc.is_alive():
+                    continue
+                task = current.pop(wid)
+                del pool[wid]
+                summary.restarts += 1
+                if summary.restarts > 10 * max(1, workers) + 10:
+                    raise SystemExit("annotate: workers keep dying; giving up")
+                if task is not None:
+                    forget_progress(task.name)
+                    requeued.append(task)
+                    print(f"\nannotate: worker died (exit code {proc.exitcode}); redoing {task.name}",
+                          file=sys.stderr)
+                spawn()
+                exhausted = exhausted and not requeued
+    finally:
+        for proc, tasks in pool.values():
+            try:
+                tasks.put(None)
+            except (OSError, ValueError):
+                pass
+        for proc, _ in pool.values():
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        bar.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="neuralengine annotate",
+        description="Score every legal move of each position with Stockfish (MultiPV over all moves). "
+                    "Writes text shards FEN<TAB>move:score ... with a JSON sidecar each; reruns skip "
+                    "finished shards.")
+    p.add_argument("inputs", nargs="+", metavar="POSITIONS",
+                   help="positions files (FEN<TAB>game_id per line, as written by datagen; FEN or EPD lines work too)")
+    p.add_argument("--out", required=True, help="output folder for the annotated shards")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--depth", type=int, help="search depth per position (default 7)")
+    limit.add_argument("--nodes", type=int, help="node budget per position, for all moves together")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="worker processes, one Stockfish each (default: CPU count, %(default)s here)")
+    p.add_argument("--stockfish", help="Stockfish binary or command (default: stockfish on PATH or /usr/games)")
+    p.add_argument("--hash", type=int, default=32, dest="hash_mb", help="Stockfish hash per worker, MB (default 32)")
+    p.add_argument("--clear-hash", choices=["game", "position", "shard"], default="game",
+                   help="when to send ucinewgame: at each new game id (default), each position, or only at the "
+                        "start of each shard")
+    p.add_argument("--shard-size", type=int, default=2000, help="input lines per shard (default 2000)")
+    p.add_argument("--compress", choices=["gz", "xz", "none"], default="gz", help="shard compression (default gz)")
+    p.add_argument("--split", choices=["auto", "train", "test", "none"], default="auto",
+                   help="split recorded for prepare: auto = from file names train*/test* (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``neuralengine annotate``."""
+    args = build_parser().parse_args(argv)
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.is_file():
+            print(f"annotate: no such file: {path}", file=sys.stderr)
+            return 2
+    for name in ("depth", "nodes", "workers", "hash_mb", "shard_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"annotate: --{name.replace('_mb', '').replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    try:
+        command = resolve_engine(args.stockfish)
+        with Stockfish(command) as probe:
+            engine_name = probe.name
+            if not probe.has_option("MultiPV"):
+                print(f"annotate: {engine_name} has no MultiPV option", file=sys.stderr)
+                return 2
+    except EngineError as exc:
+        print(f"annotate: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings(command=command, out_dir=args.out, depth=args.depth if args.nodes is None else None,
+                        nodes=args.nodes, hash_mb=args.hash_mb, clear_hash=args.clear_hash,
+                        shard_size=args.shard_size, compress=args.compress, engine=engine_name)
+    if settings.nodes is None and settings.depth is None:
+        settings.depth = 7
+    try:
+        summary = annotate(inputs, settings, args.workers, args.split, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\nannotate: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
+        return 130
+    rate = summary.positions / max(summary.seconds, 1e-9)
+    print(f"annotate: {summary.positions} positions, {summary.action_values} action values in "
+          f"{summary.seconds:.1f} s ({rate:.1f} positions/s, {summary.action_values / max(summary.seconds, 1e-9):.0f} "
+          f"action values/s); {summary.shards_done} shards written, {summary.shards_skipped} already done, "
+          f"{summary.restarts} restarts" + (f", skipped {summary.skipped}" if summary.skipped else ""),
+          file=sys.stderr)
+    if summary.shards_failed:
+        print(f"annotate: {summary.shards_failed} shards failed; rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

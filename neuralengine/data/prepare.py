@@ -1,0 +1,293 @@
+"""``neuralengine prepare``: annotated text (and DeepMind ``.bag`` files) to shards.
+
+Reads action values in the text format of :mod:`neuralengine.data.text` (the
+shared seed data, or ``neuralengine annotate`` output with its JSON sidecars)
+and DeepMind ``.bag`` records (:mod:`neuralengine.data.bag`), and writes
+``train-NNNN.neav`` and ``test-NNNN.neav`` shards (:mod:`neuralengine.data.shards`)
+plus ``prepare.json`` with the counts.
+
+Splitting, by game, in this order of precedence:
+
+1. inputs given with ``--test`` go wholly to the test split;
+2. annotated shards whose sidecar names a split (``train.fen``/``test.fen``
+   from ``datagen``) keep it;
+3. otherwise a hash of the game (:func:`neuralengine.data.text.is_test_game`)
+   sends ``--test-fraction`` of the games to test. Games are the sidecar's game
+   ids, or, in plain text, runs of lines that start at the initial position;
+   each position of a bag file counts as a game of its own.
+
+Positions are de-duplicated by FEN without the move counters within each
+split, and test positions that also occur in training are dropped, so the two
+never share a position. For plain text these rules give exactly what
+:func:`neuralengine.data.text.convert_text` gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from neuralengine.data.shards import SUFFIX, Position, write_shard
+from neuralengine.data.text import FormatError, is_test_game, iter_games, open_text, parse_line, position_key, \
+    to_position
+
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
+BAG_SUFFIXES = (".bag", ".bagz")
+ANNOTATED_FORMAT = "neuralengine-action-values-text"
+
+Line = tuple[str, list[str], np.ndarray]
+
+
+@dataclass
+class Source:
+    """One input file and what is known about how it was made."""
+
+    path: Path
+    kind: str  # "text" or "bag"
+    forced_split: str | None = None
+    sidecar: dict[str, Any] | None = None
+
+    def describe(self, engine: str | None, limit: dict[str, int] | None) -> dict[str, Any]:
+        info: dict[str, Any] = {"file": self.path.name, "kind": self.kind}
+        if self.sidecar is not None:
+            info.update(engine=self.sidecar.get("engine"), limit=self.sidecar.get("limit"),
+                        origin=Path(str(self.sidecar.get("source", ""))).name or None)
+        else:
+            if engine:
+                info["engine"] = engine
+            if limit:
+                info["limit"] = limit
+        return info
+
+
+def sidecar_path(path: Path) -> Path:
+    name = path.name
+    for suffix in TEXT_SUFFIXES[::-1]:
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"prepare: cannot read {side}: {exc}") from None
+    return meta if isinstance(meta, dict) and meta.get("format") == ANNOTATED_FORMAT else None
+
+
+def find_sources(inputs: Sequence[str], test_inputs: Sequence[str]) -> list[Source]:
+    """Expand folders and classify files.
+
+    :raises SystemExit: for missing files or folders without data.
+    """
+    sources: list[Source] = []
+    for names, forced in ((inputs, None), (test_inputs, "test")):
+        for name in names:
+            path = Path(name)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.name.endswith(TEXT_SUFFIXES + BAG_SUFFIXES))
+                if not files:
+                    raise SystemExit(f"prepare: no .txt(.gz/.xz) or .bag files in {path}")
+            elif path.is_file():
+                files = [path]
+            else:
+                raise SystemExit(f"prepare: no such file or folder: {path}")
+            for f in files:
+                kind = "bag" if f.name.endswith(BAG_SUFFIXES) else "text"
+                sources.append(Source(f, kind, forced, _read_sidecar(f) if kind == "text" else None))
+    return sources
+
+
+def iter_source_games(source: Source, skipped: dict[str, int]) -> Iterator[tuple[str, list[Line]]]:
+    """Yield ``(game_key, lines)`` for one input."""
+    if source.kind == "bag":
+        from neuralengine.data.bag import iter_bag_positions
+
+        for fen, moves, probs in iter_bag_positions(source.path, skipped):
+            yield position_key(fen), [(fen, moves, probs)]
+        return
+    games = source.sidecar.get("games") if source.sidecar else None
+    if not games:
+        yield from iter_games([source.path])
+        return
+    # Annotated shards: the sidecar lists the game id of every run of lines.
+    runs = iter([(str(gid), int(count)) for gid, count in games])
+    with open_text(source.path) as fh:
+        lines = (parse_line(line) for line in fh if line.strip())
+        for gid, count in runs:
+            game = [line for _, line in zip(range(count), lines)]
+            if len(game) != count:
+                raise FormatError(f"{source.path} has fewer lines than its sidecar lists")
+            yield gid, game
+        if next(lines, None) is not None:
+            raise FormatError(f"{source.path} has more lines than its sidecar lists")
+
+
+@dataclass
+class Stats:
+    games: int = 0
+    lines: int = 0
+    train: int = 0
+    test: int = 0
+    duplicates: int = 0
+    test_overlap_dropped: int = 0
+    no_moves: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    shards: list[str] = field(default_factory=list)
+
+
+class ShardWriter:
+    """Collects positions of one split and writes a shard every ``shard_size``."""
+
+    def __init__(self, out: Path, split: str, shard_size: int, metadata: dict[str, Any], stats: Stats) -> None:
+        self.out, self.split, self.shard_size = out, split, shard_size
+        self.metadata = {**metadata, "split": split}
+        self.stats = stats
+        self.buffer: list[Position] = []
+        self.index = 0
+
+    def add(self, position: Position) -> None:
+        self.buffer.append(position)
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            path = write_shard(self.out / f"{self.split}-{self.index:04d}{SUFFIX}", self.buffer, self.metadata)
+            self.stats.shards.append(path.name)
+            self.index += 1
+            self.buffer = []
+
+
+def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, shard_size: int = 100_000,
+            engine: str | None = None, limit: dict[str, int] | None = None, progress: bool = True) -> Stats:
+    """Convert ``sources`` into train/test shards in ``out``; see the module docstring."""
+    from neuralengine.progress import Progress
+
+    out.mkdir(parents=True, exist_ok=True)
+    described = [s.describe(engine, limit) for s in sources]
+    engines = sorted({str(d["engine"]) for d in described if d.get("engine")})
+    limits = [d["limit"] for d in described if d.get("limit")]
+    metadata = {"sources": described, "engine": ", ".join(engines) or "unknown",
+                "limit": limits[0] if limits and all(x == limits[0] for x in limits) else (limits or "unknown")}
+    stats = Stats()
+    train = ShardWriter(out, "train", shard_size, metadata, stats)
+    train_keys: set[str] = set()
+    test_positions: dict[str, Position] = {}
+    bar = Progress("prepare", unit="games", enabled=progress)
+    for source in sources:
+        for game_key, lines in iter_source_games(source, stats.skipped):
+            split = source.forced_split or (source.sidecar or {}).get("split") or \
+                ("test" if is_test_game(game_key, test_fraction) else "train")
+            game_id = stats.games
+            stats.games += 1
+            for fen, moves, probs in lines:
+                stats.lines += 1
+                if not moves:
+                    stats.no_moves += 1
+                    continue
+                key = position_key(fen)
+                if key in (train_keys if split == "train" else test_positions):
+                    stats.duplicates += 1
+                    continue
+                try:
+                    position = to_position(fen, moves, probs, game_id)
+                except (KeyError, ValueError):
+                    stats.skipped["bad position or move"] = stats.skipped.get("bad position or move", 0) + 1
+                    continue
+                if split == "train":
+                    train_keys.add(key)
+                    train.add(position)
+                else:
+                    test_positions[key] = position
+            bar.update(1, postfix=f"{stats.lines} positions")
+    train.flush()
+    bar.close()
+    stats.train = len(train_keys)
+    overlap = train_keys & test_positions.keys()
+    stats.test_overlap_dropped = len(overlap)
+    test = ShardWriter(out, "test", shard_size, metadata, stats)
+    for key, position in test_positions.items():
+        if key not in overlap:
+            test.add(position)
+            stats.test += 1
+    test.flush()
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="neuralengine prepare",
+        description="Turn annotated text (FEN<TAB>move:score ...; .txt, .txt.gz, .txt.xz or folders of them) "
+                    "and DeepMind .bag action-value files into train-*.neav / test-*.neav shards.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text or .bag files, or folders holding them")
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--test", nargs="+", default=[], metavar="INPUT", help="inputs that go wholly to the test split")
+    p.add_argument("--test-fraction", type=float, default=0.02,
+                   help="share of games sent to test when an input names no split (default 0.02)")
+    p.add_argument("--shard-size", type=int, default=100_000, help="positions per shard (default 100000)")
+    p.add_argument("--engine", help="engine that scored inputs without a sidecar, for the metadata "
+                                    "(e.g. 'Stockfish 15.1')")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--depth", type=int, help="search depth of inputs without a sidecar, for the metadata")
+    limit.add_argument("--nodes", type=int, help="node limit of inputs without a sidecar, for the metadata")
+    p.add_argument("--force", action="store_true", help="replace shards already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``neuralengine prepare``."""
+    args = build_parser().parse_args(argv)
+    if not 0.0 <= args.test_fraction <= 1.0:
+        print("prepare: --test-fraction must be between 0 and 1", file=sys.stderr)
+        return 2
+    if args.shard_size < 1:
+        print("prepare: --shard-size must be at least 1", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        sources = find_sources(args.inputs, args.test)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    old = sorted(out.glob(f"*{SUFFIX}")) if out.is_dir() else []
+    if old:
+        if not args.force:
+            print(f"prepare: {out} already holds shards ({old[0].name}, ...); use --force to replace them",
+                  file=sys.stderr)
+            return 2
+        for path in old:
+            path.unlink()
+    limit = {"depth": args.depth} if args.depth else {"nodes": args.nodes} if args.nodes else None
+    try:
+        stats = prepare(sources, out, args.test_fraction, args.shard_size, args.engine, limit,
+                        progress=not args.quiet)
+    except (FormatError, ValueError, OSError) as exc:
+        print(f"\nprepare: {exc}", file=sys.stderr)
+        return 1
+    summary = {k: v for k, v in stats.__dict__.items()}
+    summary["sources"] = [s.describe(args.engine, limit) for s in sources]
+    tmp = out / "prepare.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "prepare.json")
+    print(f"prepare: {stats.train} train and {stats.test} test positions from {stats.games} games "
+          f"({stats.duplicates} duplicates, {stats.test_overlap_dropped} test positions also in train dropped"
+          + (f", skipped {stats.skipped}" if stats.skipped else "") + f") -> {len(stats.shards)} shards in {out}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

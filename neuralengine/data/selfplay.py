@@ -1,0 +1,176 @@
+"""Stockfish self-play at mixed strengths, for diverse training positions.
+
+Each game draws its own settings from a seeded random generator:
+
+* a start: the initial position, or a random entry of an opening book,
+  followed by a random number of uniformly random plies;
+* for each side, one way of choosing moves:
+
+  - ``multipv``: full strength with ``MultiPV`` K; the move is drawn from a
+    softmax over the K moves' win probabilities (Lichess formula) with a
+    per-side temperature;
+  - ``skill``: Stockfish's own weakening with a random ``Skill Level``;
+  - ``elo``: ``UCI_LimitStrength`` with a random ``UCI_Elo``.
+
+A game ends on checkmate, stalemate, insufficient material, a claimable draw
+(threefold repetition, fifty moves), a ply limit, or once the side to move
+has been decided (win probability above 0.99 or below 0.01) for a number of
+plies in a row.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import chess
+
+from neuralengine.data.stockfish import SearchResult, Stockfish
+from neuralengine.data.text import score_to_win_prob
+
+POLICIES = ("multipv", "skill", "elo")
+
+
+@dataclass
+class SelfPlayConfig:
+    """Settings shared by all games (the per-game choices are drawn from them)."""
+
+    seed: int = 0
+    nodes: int | None = 10_000
+    depth: int | None = None
+    policies: tuple[str, ...] = POLICIES
+    multipv: int = 5
+    temperatures: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+    skill_range: tuple[int, int] = (0, 19)
+    elo_range: tuple[int, int] = (1350, 2850)
+    random_plies: tuple[int, int] = (0, 6)
+    max_plies: int = 300
+    adjudicate_plies: int = 8
+    hash_mb: int = 16
+    book: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def go(self) -> str:
+        return f"depth {self.depth}" if self.depth else f"nodes {self.nodes}"
+
+
+@dataclass
+class SideSettings:
+    """How one side chooses its moves in one game."""
+
+    policy: str
+    skill: int = 20
+    elo: int | None = None
+    temperature: float = 0.0
+
+    def describe(self) -> str:
+        if self.policy == "multipv":
+            return f"multipv T={self.temperature:g}"
+        return f"skill {self.skill}" if self.policy == "skill" else f"elo {self.elo}"
+
+
+@dataclass
+class GameRecord:
+    """The positions of one game, in the order played."""
+
+    game_id: str
+    fens: list[str]
+    result: str
+    reason: str
+    sides: tuple[str, str]
+
+
+def game_id(seed: int, index: int) -> str:
+    return f"sp{seed}-{index:06d}"
+
+
+def draw_side(rng: random.Random, cfg: SelfPlayConfig) -> SideSettings:
+    policy = rng.choice(cfg.policies)
+    if policy == "skill":
+        return SideSettings(policy, skill=rng.randint(*cfg.skill_range))
+    if policy == "elo":
+        return SideSettings(policy, elo=rng.randint(*cfg.elo_range))
+    return SideSettings(policy, temperature=rng.choice(cfg.temperatures))
+
+
+def configure(engine: Stockfish, side: SideSettings, multipv: int) -> None:
+    """Set the options for ``side``; unchanged values are not re-sent."""
+    engine.set_option("UCI_LimitStrength", side.policy == "elo")
+    if side.elo is not None:
+        engine.set_option("UCI_Elo", side.elo)
+    engine.set_option("Skill Level", side.skill if side.policy == "skill" else 20)
+    engine.set_option("MultiPV", multipv if side.policy == "multipv" else 1)
+
+
+def sample_move(result: SearchResult, temperature: float, rng: random.Random) -> tuple[str | None, float | None]:
+    """Draw a move from the MultiPV lines: softmax of win probability / T.
+
+    Returns the move and the best line's win probability (``None``, ``None``
+    when the search reported no lines).
+    """
+    lines = [line for _, line in sorted(result.lines.items())]
+    if not lines:
+        return result.bestmove, None
+    probs = [score_to_win_prob(line.score) for line in lines]
+    best = max(probs)
+    if temperature <= 0:
+        return lines[probs.index(best)].move, best
+    weights = [math.exp((p - best) / temperature) for p in probs]
+    choice = rng.choices(range(len(lines)), weights=weights)[0]
+    return lines[choice].move, best
+
+
+def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> GameRecord:
+    """Play game ``index`` (deterministic choices from ``cfg.seed`` and ``index``).
+
+    :raises EngineError: if Stockfish dies; the caller may restart it and retry.
+    """
+    rng = random.Random(f"{cfg.seed}/{index}")
+    board = chess.Board(rng.choice(cfg.book)) if cfg.book else chess.Board()
+    fens: list[str] = []
+    for _ in range(rng.randint(*cfg.random_plies)):
+        moves = list(board.legal_moves)
+        if not moves:
+            break
+        fens.append(board.fen())
+        board.push(rng.choice(moves))
+    sides = {chess.WHITE: draw_side(rng, cfg), chess.BLACK: draw_side(rng, cfg)}
+    start_fen = board.fen()
+    played: list[str] = []
+    engine.new_game()
+    decided = 0
+    reason = ""
+    while True:
+        outcome = board.outcome(claim_draw=True)
+        if outcome is not None:
+            reason = outcome.termination.name.lower()
+            break
+        if len(board.move_stack) >= cfg.max_plies:
+            reason = "max_plies"
+            break
+        fens.append(board.fen())
+        side = sides[board.turn]
+        configure(engine, side, cfg.multipv)
+        result = engine.search(start_fen, cfg.go, played)
+        if side.policy == "multipv":
+            uci, best = sample_move(result, side.temperature, rng)
+        else:
+            uci = result.bestmove
+            first = result.lines.get(1)
+            best = score_to_win_prob(first.score) if first is not None else None
+        move = chess.Move.from_uci(uci) if uci else None
+        if move is None or move not in board.legal_moves:
+            # A weakened engine never plays an illegal move; this guards against odd engines.
+            move = rng.choice(list(board.legal_moves))
+            uci = move.uci()
+        decided = decided + 1 if best is not None and (best > 0.99 or best < 0.01) else 0
+        if cfg.adjudicate_plies and decided >= cfg.adjudicate_plies:
+            reason = "adjudicated"
+            break
+        board.push(move)
+        played.append(uci)
+    outcome = board.outcome(claim_draw=True)
+    return GameRecord(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
+                      (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()))
