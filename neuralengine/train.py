@@ -203,9 +203,11 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     eval_every: int = 500
+    log_every: int = 50
     eval_positions: int = 2000
     checkpoint_every: int = 500
     time_limit: float = 0.0
+    stop_after: int | None = None
     seed: int = 1
     max_positions: int | None = None
 
@@ -309,7 +311,6 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     device = torch.device("cuda" if tc.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if tc.device == "auto" else tc.device))
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
     train_shards = open_shards(tc.data)
     test_paths = tc.test_data
     if test_paths is None:
@@ -329,7 +330,6 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if (run / "checkpoint.json").exists():
         info = load_checkpoint(run, model, ema, opt)
         step, seen_values, elapsed_before = info["step"], info["action_values"], info.get("elapsed", 0.0)
-        rng = np.random.default_rng([tc.seed, step])
         print(f"resumed {run} at step {step}", file=sys.stderr)
     (run / "config.json").write_text(json.dumps({"train": asdict(tc), "model": cfg.to_dict()}, indent=2))
     fields = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy", "kendall_tau"]
@@ -353,9 +353,13 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     positions_per_step = tc.batch_size if cfg.attention == SHARED_BOARD else max(1, int(tc.batch_size / avg_moves))
     model.train()
     try:
-        while step < tc.steps and not stop["flag"]:
+        stop_at = tc.steps if tc.stop_after is None else min(tc.steps, step + tc.stop_after)
+        while step < stop_at and not stop["flag"]:
             if tc.time_limit and elapsed_before + time.monotonic() - t0 > tc.time_limit * 60:
                 break
+            # One generator per step: a resumed run draws exactly the batches
+            # an uninterrupted run would have drawn.
+            rng = np.random.default_rng([tc.seed, step])
             if cfg.attention == SHARED_BOARD:
                 idx = rng.integers(0, len(data), tc.batch_size)
                 boards, acts, probs, mask = data.position_batch(idx, tc.max_moves, rng)
@@ -388,7 +392,7 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             window_values += n_values
             bar.update(1, postfix=f"loss {window_loss / max(window_n, 1):.3f}")
             do_eval = test is not None and (step % tc.eval_every == 0 or step == tc.steps)
-            if step % 50 == 0 or do_eval or step == tc.steps:
+            if step % tc.log_every == 0 or do_eval or step == tc.steps:
                 now = time.monotonic()
                 row = {"step": step, "train_loss": window_loss / max(window_n, 1), "lr": lr_now,
                        "action_values": seen_values, "av_per_s": window_values / max(now - window_t, 1e-9),
@@ -453,9 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch default)")
     p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=50, help="steps between metrics.csv rows")
     p.add_argument("--eval-positions", type=int, default=2000)
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes (0: none)")
+    p.add_argument("--stop-after", type=int, help="stop after this many steps in this invocation (resume later)")
     p.add_argument("--max-positions", type=int)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
