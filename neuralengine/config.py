@@ -118,4 +118,8 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
         layers, dim, heads = PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
-    return ModelConfig(num_layers=layers, embed_dim=dim, num_heads=heads, **overrides)
+    fields: dict[str, Any] = {"num_layers": layers, "embed_dim": dim, "num_heads": heads, **overrides}
+    try:
+        return ModelConfig(**fields)
+    except TypeError as exc:
+        raise ConfigError(f"bad override for preset {name!r}: {exc}") from None

@@ -189,6 +189,9 @@ def test_bad_configs_are_rejected() -> None:
         ModelConfig(num_layers=True, embed_dim=32, num_heads=2)
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("1B")
+    with pytest.raises(ConfigError, match="bad override"):
+        preset("tiny", colour="red")
+    assert preset("tiny", num_layers=1).num_layers == 1
 
 
 # --------------------------------------------------------------------------
