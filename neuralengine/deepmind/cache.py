@@ -1,0 +1,84 @@
+"""Let the engine take a DeepMind checkpoint folder as its weights.
+
+:func:`resolve_weights` returns a weights file for either a weights file or a
+checkpoint folder. A folder is converted once into
+``<cache>/deepmind/<fingerprint>/`` (the cache of
+:func:`neuralengine.backends.onnx.cache_dir`); later calls reuse it until the
+checkpoint's files or the converter change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from neuralengine.deepmind import DeepMindError
+from neuralengine.weights import WeightsError, read_metadata
+
+Reporter = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"neuralengine: {message}", file=sys.stderr, flush=True)
+
+
+def _fingerprint(item: Path, parts: list[str]) -> str:
+    """Hash of the item's path, its top-level files (name, size, mtime) and ``parts``."""
+    digest = hashlib.sha256()
+    digest.update(str(item.resolve()).encode())
+    try:
+        entries = sorted(os.scandir(item), key=lambda e: e.name)
+    except OSError as exc:
+        raise DeepMindError(f"cannot read {item}: {exc.strerror or exc}") from None
+    for entry in entries:
+        if entry.is_file():
+            stat = entry.stat()
+            digest.update(f"|{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for part in parts:
+        digest.update(f"|{part}".encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_path(path: str | os.PathLike[str], *, step: int | None = None, ema: bool = False,
+                heads: int | None = None) -> Path:
+    """Where the conversion of the checkpoint at ``path`` lives in the cache."""
+    from neuralengine.backends.onnx import cache_dir
+    from neuralengine.deepmind.checkpoint import locate
+    from neuralengine.deepmind.convert import CONVERTER_VERSION, output_name
+
+    location = locate(path, step, ema)
+    key = _fingerprint(location.item, [str(location.step), str(ema), str(heads), str(CONVERTER_VERSION)])
+    return cache_dir() / "deepmind" / key / output_name(location)
+
+
+def resolve_weights(path: str | os.PathLike[str], *, step: int | None = None, ema: bool = False,
+                    heads: int | None = None, report: Reporter | None = None) -> Path:
+    """A weights file for ``path``.
+
+    A file is returned unchanged. A DeepMind checkpoint folder is converted
+    into the cache the first time (with its ONNX graph) and the cached file
+    returned; ``report`` (default: stderr) is told which file is used and
+    when a conversion runs. Errors are :class:`~neuralengine.weights.WeightsError`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    report = report or _stderr
+    target = cached_path(path, step=step, ema=ema, heads=heads)
+    if target.is_file():
+        try:
+            read_metadata(target)
+        except WeightsError:
+            pass  # a damaged cache entry: convert again
+        else:
+            report(f"DeepMind checkpoint {path}: using the conversion cached at {target}")
+            return target
+    from neuralengine.deepmind.checkpoint import locate
+    from neuralengine.deepmind.convert import convert_location
+
+    report(f"DeepMind checkpoint {path}: converting it once into {target}")
+    convert_location(locate(path, step, ema), target, heads=heads, report=report, progress=False)
+    return target
