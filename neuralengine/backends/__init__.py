@@ -64,6 +64,11 @@ def create_backend(weights_path: str | os.PathLike[str], name: str = "auto", thr
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     path = Path(weights_path)
+    if path.is_dir():
+        # A DeepMind checkpoint folder: converted once into the cache.
+        from neuralengine.deepmind import resolve_weights
+
+        path = resolve_weights(path)
     if name == "auto":
         if cuda_available():
             name = "torch-cuda"
