@@ -1,0 +1,193 @@
+"""Stockfish annotation: scores, shards, resume, and recovery from killed processes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import sys
+from pathlib import Path
+
+import chess
+import pytest
+
+from neuralengine.data.annotate import Settings, annotate_lines, main
+from neuralengine.data.stockfish import EngineError, EngineNotFoundError, Stockfish, parse_info, resolve_engine
+from neuralengine.data.text import iter_games, parse_line, position_key, score_to_win_prob
+
+SAMPLE = Path(__file__).parent / "data" / "av" / "d7_s101-000-head.txt.xz"
+
+
+def seed_lines(count: int) -> list[str]:
+    """The first annotated lines of the sample."""
+    with lzma.open(SAMPLE, "rt") as fh:
+        return [line for _, line in zip(range(count), fh)]
+
+
+def write_positions(path: Path, count: int, start: int = 0) -> list[str]:
+    """A positions file (FEN<TAB>game id) from the sample; returns its FENs."""
+    rows = []
+    for key, game in iter_games([SAMPLE]):
+        rows.extend((fen, key) for fen, _, _ in game)
+    rows = rows[start : start + count]
+    path.write_text("".join(f"{fen}\t{gid}\n" for fen, gid in rows))
+    return [fen for fen, _ in rows]
+
+
+def read_shards(folder: Path) -> list[str]:
+    lines = []
+    for path in sorted(folder.glob("*.txt.gz")):
+        with gzip.open(path, "rt") as fh:
+            lines.extend(fh)
+    return lines
+
+
+def test_parse_info_reads_the_fields_we_need():
+    line = parse_info("info depth 7 seldepth 9 multipv 3 score cp -35 nodes 1234 nps 100 tbhits 0 time 5 pv e2e4 e7e5")
+    assert (line.multipv, line.move, line.score, line.exact, line.depth) == (3, "e2e4", "-35", True, 7)
+    mate = parse_info("info depth 12 multipv 1 score mate -2 nodes 10 pv h2h3 g3g2")
+    assert (mate.score, mate.exact) == ("#-2", True)
+    bound = parse_info("info depth 20 seldepth 25 multipv 1 score cp 48 lowerbound nodes 5 time 3001 pv d2d4")
+    assert (bound.score, bound.exact) == ("48", False)
+    assert parse_info("info depth 20 currmove e2e4 currmovenumber 1") is None
+    assert parse_info("info string NNUE evaluation using nn.nnue enabled") is None
+    assert parse_info("info depth 1 multipv 1 score cp abc pv e2e4") is None
+    assert parse_info("bestmove e2e4") is None
+
+
+def test_scores_match_the_seed_data_exactly(stockfish_path):
+    """Same engine and settings as the seed data: the same lines, byte for byte."""
+    expected = seed_lines(25)
+    settings = Settings(command=[stockfish_path], out_dir="", depth=7, hash_mb=32)
+    with Stockfish([stockfish_path], {"Threads": 1, "Hash": 32}) as engine:
+        if engine.name != "Stockfish 15.1":
+            pytest.skip(f"the seed data was made by Stockfish 15.1, not {engine.name}")
+        positions = [f"{line.split(chr(9))[0]}\tgame0\n" for line in expected]
+        out, games, stats = annotate_lines(engine, positions, settings)
+    assert out == expected
+    assert games == [["game0", 25]]
+    assert stats.positions == 25 and stats.action_values == sum(len(parse_line(x)[1]) for x in expected)
+
+
+def test_mate_scores_and_every_legal_move(stockfish_path):
+    # White mates with Qh7# (and others lose nothing); black to move after a blunder is mated.
+    fens = ["6k1/5ppp/8/8/8/8/5PPP/3Q2K1 w - - 0 1", "k7/8/1K6/8/8/8/8/7R b - - 0 1"]
+    settings = Settings(command=[stockfish_path], out_dir="", depth=6)
+    with Stockfish([stockfish_path], {"Threads": 1}) as engine:
+        out, _, _ = annotate_lines(engine, [f"{f}\n" for f in fens], settings)
+    for fen, line in zip(fens, out):
+        got_fen, moves, probs = parse_line(line)
+        board = chess.Board(fen)
+        assert got_fen == board.fen()
+        assert moves == [m.uci() for m in board.legal_moves]
+    first = dict(item.split(":") for item in out[0].split("\t")[1].split())
+    assert first["d1d8"] == "#1" and score_to_win_prob(first["d1d8"]) == 1.0
+    second = dict(item.split(":") for item in out[1].split("\t")[1].split())
+    assert all(score.startswith("#-") for score in second.values())
+
+
+def test_bad_lines_are_skipped_and_counted(stockfish_path):
+    settings = Settings(command=[stockfish_path], out_dir="", depth=2)
+    lines = ["# a comment\n", "\n", "not a fen\n", "8/8/8/8/8/8/8/8 w - - 0 1\n",  # no kings
+             "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1\n",  # stalemate: nothing to score
+             f"{chess.STARTING_FEN}\tg1\n"]
+    with Stockfish([stockfish_path], {"Threads": 1}) as engine:
+        out, games, stats = annotate_lines(engine, lines, settings)
+    assert len(out) == 1 and out[0].startswith(chess.STARTING_FEN)
+    assert stats.skipped == {"invalid": 2, "no_legal_moves": 1}
+    assert games == [["g1", 1]]
+
+
+def test_shards_sidecars_and_resume(stockfish_path, tmp_path):
+    fens = write_positions(tmp_path / "train.fen", 50)
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--depth", "2", "--shard-size", "20", "--workers", "2", "--quiet",
+            "--stockfish", stockfish_path]
+    assert main([str(tmp_path / "train.fen"), *args]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"train-0000{i}.{ext}" for i in range(3) for ext in ("json", "txt.gz")]
+    lines = read_shards(out)
+    assert [line.split("\t")[0] for line in lines] == fens
+    meta = json.loads((out / "train-00001.json").read_text())
+    assert meta["limit"] == {"depth": 2} and meta["engine"].startswith("Stockfish")
+    assert meta["split"] == "train" and meta["first_line"] == 20 and meta["positions"] == 20
+    assert sum(count for _, count in meta["games"]) == 20
+
+    # A rerun redoes only the missing shard, with the same result.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "train-00001.json").unlink()
+    assert main([str(tmp_path / "train.fen"), *args]) == 0
+    assert read_shards(out) == lines
+    for name in ("train-00000.txt.gz", "train-00002.txt.gz"):
+        assert (out / name).stat().st_mtime_ns == stamps[name]
+    assert (out / "train-00001.txt.gz").stat().st_mtime_ns != stamps["train-00001.txt.gz"]
+
+    # Other settings into the same folder are refused.
+    with pytest.raises(SystemExit, match="other settings"):
+        main([str(tmp_path / "train.fen"), *args[:2], "--depth", "3", *args[4:]])
+
+
+WRAPPER = """#!{python}
+# Stockfish behind a pipe; on the first run it dies after {after} searches.
+import os, signal, subprocess, sys
+marker = {marker!r}
+engine = subprocess.Popen([{stockfish!r}], stdin=subprocess.PIPE, stdout=sys.stdout, text=True)
+searches = 0
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    if line.startswith("go"):
+        searches += 1
+        if searches > {after} and not os.path.exists(marker):
+            open(marker, "w").close()
+            engine.kill()
+            if {kill_worker}:
+                os.kill(os.getppid(), signal.SIGKILL)
+            sys.exit(1)
+    engine.stdin.write(line)
+    engine.stdin.flush()
+engine.stdin.close()
+engine.wait()
+"""
+
+
+@pytest.mark.parametrize("kill_worker", [False, True], ids=["stockfish-killed", "worker-killed"])
+def test_killed_processes_lose_and_duplicate_nothing(stockfish_path, tmp_path, kill_worker):
+    write_positions(tmp_path / "test.fen", 30, start=100)
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    args = ["--depth", "2", "--shard-size", "10", "--workers", "2", "--quiet"]
+    assert main([str(tmp_path / "test.fen"), "--out", str(clean), *args, "--stockfish", stockfish_path]) == 0
+
+    wrapper = tmp_path / "flaky-stockfish"
+    wrapper.write_text(WRAPPER.format(python=sys.executable, after=12, marker=str(tmp_path / "died"),
+                                      stockfish=stockfish_path, kill_worker=kill_worker))
+    wrapper.chmod(0o755)
+    assert main([str(tmp_path / "test.fen"), "--out", str(broken), *args, "--stockfish", str(wrapper)]) == 0
+    assert (tmp_path / "died").exists(), "the wrapper never killed anything"
+
+    expected, got = read_shards(clean), read_shards(broken)
+    assert len(expected) == 30
+    assert got == expected
+    assert len({position_key(line.split("\t")[0]) for line in got}) == len(got)
+    assert not list(broken.glob("*.tmp*"))
+
+
+def test_missing_or_broken_engine_gives_a_clear_error(tmp_path, capsys):
+    (tmp_path / "p.fen").write_text(chess.STARTING_FEN + "\n")
+    assert main([str(tmp_path / "p.fen"), "--out", str(tmp_path / "o"), "--stockfish",
+                 str(tmp_path / "no-such-stockfish")]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(EngineNotFoundError, match="install"):
+        resolve_engine(str(tmp_path / "nope"))
+    with pytest.raises(EngineError, match="not a working UCI engine"):
+        Stockfish(["false"], timeout=5)
+    assert main([str(tmp_path / "missing.fen"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_help_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--depth" in capsys.readouterr().out

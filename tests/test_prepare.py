@@ -1,0 +1,202 @@
+"""Text and .bag action values to train/test shards."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralengine.data.bag import BagError, BagReader, decode_action_value, encode_action_value, \
+    iter_bag_positions, write_bag
+from neuralengine.data.prepare import main
+from neuralengine.data.shards import Shard, open_shards
+from neuralengine.data.text import convert_text, iter_games, parse_line, position_key
+from neuralengine.encoding import MOVE_TO_ACTION, tokenize
+
+DATA = Path(__file__).parent / "data" / "av"
+SAMPLES = [DATA / "d7_s101-000-head.txt.xz", DATA / "d7_s202-000-head.txt.xz"]
+
+
+def sample_lines() -> list[str]:
+    lines = []
+    for path in SAMPLES:
+        with lzma.open(path, "rt") as fh:
+            lines.extend(line for line in fh if line.strip())
+    return lines
+
+
+def key_of(tokens: np.ndarray) -> bytes:
+    """Tokens without the move counters: one per distinct position."""
+    return bytes(np.asarray(tokens[:71]))
+
+
+def load(folder: Path, split: str) -> list[Shard]:
+    return sorted((s for s in open_shards([folder]) if s.path.name.startswith(split)), key=lambda s: s.path.name)
+
+
+def test_plain_text_gives_what_convert_text_gives(tmp_path):
+    assert main([*map(str, SAMPLES), "--out", str(tmp_path / "ours"), "--test-fraction", "0.3", "--quiet"]) == 0
+    convert_text(SAMPLES, tmp_path / "reference", test_fraction=0.3, progress=False)
+    for split in ("train", "test"):
+        ours, ref = load(tmp_path / "ours", split), load(tmp_path / "reference", split)
+        assert [s.path.name for s in ours] == [s.path.name for s in ref] == [f"{split}-0000.neav"]
+        for name in ("boards", "offsets", "actions", "win_probs", "game_ids"):
+            np.testing.assert_array_equal(getattr(ours[0], name), getattr(ref[0], name))
+    assert len(load(tmp_path / "ours", "test")[0]) > 0
+
+
+def test_splits_share_no_game_and_no_position(tmp_path):
+    out = tmp_path / "shards"
+    assert main([*map(str, SAMPLES), "--out", str(out), "--test-fraction", "0.3", "--shard-size", "250",
+                 "--engine", "Stockfish 15.1", "--depth", "7", "--quiet"]) == 0
+    train, test = load(out, "train"), load(out, "test")
+    assert len(train) > 1 and all(len(s) <= 250 for s in train)
+    keys = {split: [key_of(b) for s in shards for b in s.boards] for split, shards in (("train", train),
+                                                                                      ("test", test))}
+    for split in keys:
+        assert len(keys[split]) == len(set(keys[split])), f"duplicates in {split}"
+    assert not set(keys["train"]) & set(keys["test"])
+    games = {split: {int(g) for s in shards for g in s.game_ids} for split, shards in (("train", train),
+                                                                                     ("test", test))}
+    assert games["test"] and not games["train"] & games["test"]
+    # Every distinct position of the sample is somewhere, with its moves and Lichess win probabilities.
+    expected = {}
+    for line in sample_lines():
+        fen, moves, probs = parse_line(line)
+        expected.setdefault(key_of(tokenize(fen)), (moves, probs))
+    got = {}
+    for shard in train + test:
+        for i in range(len(shard)):
+            pos = shard[i]
+            got[key_of(pos.board)] = pos
+    overlap_dropped = json.loads((out / "prepare.json").read_text())["test_overlap_dropped"]
+    assert len(got) == len(expected) and overlap_dropped >= 0
+    for key, (moves, probs) in expected.items():
+        pos = got[key]
+        assert pos.actions.tolist() == [MOVE_TO_ACTION[m] for m in moves]
+        np.testing.assert_allclose(pos.win_probs, probs, rtol=0, atol=1e-7)
+    assert train[0].metadata["engine"] == "Stockfish 15.1" and train[0].metadata["limit"] == {"depth": 7}
+    assert [s["file"] for s in train[0].metadata["sources"]] == [p.name for p in SAMPLES]
+
+
+def write_annotated(folder: Path, name: str, lines: list[str], games: list[list], split: str | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / f"{name}.txt.gz", "wt") as fh:
+        fh.writelines(lines)
+    meta = {"format": "neuralengine-action-values-text", "engine": "Stockfish 15.1", "limit": {"nodes": 5000},
+            "source": f"{split or 'lichess'}.fen", "split": split, "games": games}
+    (folder / f"{name}.json").write_text(json.dumps(meta))
+
+
+def test_annotated_shards_keep_their_split_and_games(tmp_path):
+    lines = sample_lines()
+    games = [(key, len(g)) for key, g in iter_games(SAMPLES)]
+    n0, n1 = games[0][1], games[1][1]
+    folder = tmp_path / "annotated"
+    write_annotated(folder, "test-00000", lines[:n0], [["sp1-000000", n0]], "test")
+    write_annotated(folder, "train-00000", lines[n0 : n0 + n1], [["sp1-000001", n1 - 10], ["sp1-000002", 10]],
+                    "train")
+    out = tmp_path / "shards"
+    assert main([str(folder), "--out", str(out), "--test-fraction", "0", "--quiet"]) == 0
+    train, test = load(out, "train"), load(out, "test")
+    assert set(test[0].game_ids.tolist()) == {0}
+    assert set(train[0].game_ids.tolist()) == {1, 2}
+    assert train[0].game_ids.tolist().count(2) == 10
+    assert test[0].metadata["limit"] == {"nodes": 5000}
+    assert test[0].metadata["sources"][0]["origin"] == "test.fen"
+    # Without a split in the sidecar, the game ids decide (all to test here).
+    write_annotated(tmp_path / "nosplit", "lichess-00000", lines[:n0], [["lichess.pgn#7", n0]], None)
+    assert main([str(tmp_path / "nosplit"), "--out", str(tmp_path / "s2"), "--test-fraction", "1", "--quiet"]) == 0
+    assert not load(tmp_path / "s2", "train") and len(load(tmp_path / "s2", "test")[0]) > 0
+    # A sidecar that does not match its text is an error, not a silent mix-up.
+    write_annotated(tmp_path / "bad", "x-00000", lines[:5], [["g", 6]], "train")
+    assert main([str(tmp_path / "bad"), "--out", str(tmp_path / "s3"), "--quiet"]) == 1
+
+
+def sample_records(rng: random.Random) -> tuple[list[bytes], dict[str, dict[str, float]]]:
+    expected: dict[str, dict[str, float]] = {}
+    for line in sample_lines():
+        fen, moves, probs = parse_line(line)
+        expected.setdefault(fen, dict(zip(moves, probs.astype(np.float64).tolist())))
+    records = [encode_action_value(fen, m, p) for fen, mp in expected.items() for m, p in mp.items()]
+    rng.shuffle(records)
+    return records, expected
+
+
+def test_bag_container_and_records(tmp_path):
+    record = encode_action_value("8/8/8/8/8/8/8/K6k w - - 0 1", "a1a2", 0.25)
+    # Beam layout: varint length + UTF-8, twice, then a big-endian double.
+    assert record[0] == 27 and record[28] == 4 and record[-8:] == bytes.fromhex("3fd0000000000000")
+    assert decode_action_value(record) == ("8/8/8/8/8/8/8/K6k w - - 0 1", "a1a2", 0.25)
+    long_fen = "x" * 200
+    assert decode_action_value(encode_action_value(long_fen, "e2e4", 1.0))[0] == long_fen
+    with pytest.raises(BagError):
+        decode_action_value(record[:-1])
+    path = write_bag(tmp_path / "a.bag", [record, b"", record * 2])
+    raw = path.read_bytes()
+    ends = np.frombuffer(raw[-8 - 24 : -8], dtype="<i8").tolist()
+    assert ends == [len(record), len(record), 3 * len(record)]
+    assert int.from_bytes(raw[-8:], "little") == 3 * len(record)
+    reader = BagReader(path)
+    assert len(reader) == 3 and reader[0] == record and reader[1] == b"" and reader[-1] == record * 2
+    assert list(reader) == [record, b"", record * 2]
+    (tmp_path / "short.bag").write_bytes(b"abc")
+    with pytest.raises(BagError, match="too short"):
+        BagReader(tmp_path / "short.bag")
+    (tmp_path / "bad.bag").write_bytes(raw[:-8] + (10**9).to_bytes(8, "little"))
+    with pytest.raises(BagError, match="not a bag"):
+        BagReader(tmp_path / "bad.bag")
+
+
+def test_bag_files_become_shards(tmp_path):
+    records, expected = sample_records(random.Random(1))
+    # Bad records are skipped and counted, never fatal.
+    junk = [b"\xff\xff", encode_action_value("8/8/8/8/8/8/8/K6k w - - 0 1", "a1a9", 0.5),
+            encode_action_value("8/8/8/8/8/8/8/K6k w - - 0 1", "a1a2", 1.5)]
+    bag = write_bag(tmp_path / "action_value_data.bag", records + junk)
+    skipped: dict[str, int] = {}
+    grouped = {fen: dict(zip(moves, probs.tolist())) for fen, moves, probs in iter_bag_positions(bag, skipped)}
+    assert skipped == {"undecodable record": 1, "unknown move": 1, "win probability out of range": 1}
+    assert grouped.keys() == expected.keys()
+    for fen, mp in expected.items():
+        assert grouped[fen].keys() == mp.keys()
+        assert all(abs(grouped[fen][m] - p) < 1e-7 for m, p in mp.items())
+
+    out = tmp_path / "shards"
+    assert main(["--test", str(bag), "--out", str(out), "--quiet", str(SAMPLES[0])]) == 0
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["skipped"] == skipped
+    test = load(out, "test")
+    assert test and all(s.metadata["split"] == "test" for s in test)
+    # The bag's positions that are also in the training text were dropped from test.
+    assert summary["test_overlap_dropped"] > 0
+    distinct = {position_key(fen) for fen in expected}
+    assert summary["test"] == len(distinct) - summary["test_overlap_dropped"]
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.bag").write_bytes(b"\x00" * 7)
+    assert main([str(tmp_path / "broken"), "--out", str(tmp_path / "s"), "--quiet"]) == 1
+
+
+def test_clear_errors_and_force(tmp_path, capsys):
+    out = tmp_path / "shards"
+    assert main([str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main([str(SAMPLES[0]), "--out", str(out), "--quiet"]) == 0
+    assert main([str(SAMPLES[0]), "--out", str(out), "--quiet"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([str(SAMPLES[0]), "--out", str(out), "--quiet", "--force", "--shard-size", "100"]) == 0
+    assert len(list(out.glob("train-*.neav"))) > 1
+    bad = tmp_path / "bad.txt"
+    bad.write_text("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1\te2e4=35\n")
+    assert main([str(bad), "--out", str(tmp_path / "s2"), "--quiet"]) == 1
+    assert "malformed" in capsys.readouterr().err
+    assert main([str(SAMPLES[0]), "--out", str(out), "--test-fraction", "1.5"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
