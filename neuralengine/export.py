@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from neuralengine.backends.onnx import WEIGHTS_SHA_KEY
 from neuralengine.config import ACTION_VALUE
-from neuralengine.weights import Weights, WeightsError, load_weights
+from neuralengine.weights import Weights, WeightsError, load_weights, read_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write a dynamically quantised int8 graph (OUT with .int8.onnx); "
                              "the engine itself always runs the float32 graph")
     args = parser.parse_args(argv)
+    try:
+        read_metadata(args.weights)  # a quick check of the header before the heavy imports
+    except WeightsError as exc:
+        print(f"neuralengine export: {exc}", file=sys.stderr)
+        return 1
     try:
         import onnx  # noqa: F401
         import torch  # noqa: F401
