@@ -191,8 +191,8 @@ class Stockfish:
                 timer.cancel()
 
     def _handshake(self) -> None:
-        self.send("uci")
         try:
+            self.send("uci")
             lines = self._read_until("uciok", self.timeout)
         except EngineError as exc:
             raise EngineError(f"{self.command[0]!r} is not a working UCI engine: {exc}") from None
