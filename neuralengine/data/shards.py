@@ -115,18 +115,26 @@ class Shard:
                 version, length = struct.unpack("<IQ", head[4:])
                 if version != VERSION:
                     raise ShardError(f"{self.path} has shard version {version}; expected {VERSION}")
-                header = json.loads(fh.read(length).decode())
+                raw = fh.read(length)
+                if len(raw) < length:
+                    raise ShardError(f"{self.path} is truncated (inside its header)")
+                header = json.loads(raw.decode())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ShardError(f"cannot read shard {self.path}: {exc}") from None
+        if not isinstance(header, dict) or not isinstance(header.get("arrays"), dict) or set(_DTYPES) - set(header["arrays"]):
+            raise ShardError(f"{self.path} has a corrupt header (arrays missing)")
         self.metadata: dict[str, Any] = header.get("metadata", {})
         size = self.path.stat().st_size
         self._arrays: dict[str, np.ndarray] = {}
         for name, spec in header["arrays"].items():
-            shape = tuple(spec["shape"])
-            dtype = np.dtype(spec["dtype"])
-            offset = header["data_start"] + spec["offset"]
+            try:
+                shape = tuple(int(n) for n in spec["shape"])
+                dtype = np.dtype(spec["dtype"])
+                offset = int(header["data_start"]) + int(spec["offset"])
+            except (KeyError, TypeError, ValueError):
+                raise ShardError(f"{self.path} has a corrupt header (array {name!r})") from None
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            if offset + nbytes > size:
+            if nbytes and offset + nbytes > size:  # an empty array may start past the end
                 raise ShardError(f"{self.path} is truncated")
             self._arrays[name] = (np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
                                   if nbytes else np.zeros(shape, dtype))
