@@ -121,7 +121,11 @@ class MoveScore:
 
     @property
     def wdl(self) -> tuple[int, int, int]:
-        """Win/draw/loss per mille (:func:`wdl_from_win_prob`)."""
+        """Win/draw/loss per mille: certain for a rule, else :func:`wdl_from_win_prob`."""
+        if self.rule == RULE_MATE:
+            return 1000, 0, 0
+        if self.rule == RULE_DRAW:
+            return 0, 1000, 0
         return wdl_from_win_prob(self.win_prob)
 
 

@@ -1,0 +1,490 @@
+"""Move choice (reference sheet §4): scores, rules, ties, temperature, limits."""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+import time
+from pathlib import Path
+
+import chess
+import numpy as np
+import pytest
+
+from conftest import write_model
+from neuralengine.backends import Backend, create_backend
+from neuralengine.config import ModelConfig, preset
+from neuralengine.encoding import (
+    MOVE_TO_ACTION,
+    NUM_BUCKETS,
+    bucket_values,
+    expected_win_prob,
+    legal_actions,
+    tokenize,
+    tokenize_board,
+    win_prob_to_bucket,
+    win_prob_to_cp,
+)
+from neuralengine.engine import (
+    Engine,
+    LatencyModel,
+    SearchControl,
+    candidate_moves,
+    model_fen,
+    move_action,
+    sample_softmax,
+    time_budget,
+    wdl_from_win_prob,
+)
+from neuralengine.weights import WeightsError
+
+BACK_RANK_MATE = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8#
+# 1.Nf3 Nf6 2.Ng1 Ng8 3.Nf3 Nf6: now 4.Ng1 lets black claim a threefold repetition with 4...Ng8.
+REPETITION_MOVES = ["g1f3", "g8f6", "f3g1", "f6g8", "g1f3", "g8f6"]
+
+
+class ScriptedBackend(Backend):
+    """An action-value backend whose win probabilities come from a function of the action.
+
+    All probability mass sits on the bucket of the wanted win probability, so
+    the engine sees exactly that bucket's centre.
+    """
+
+    name = "scripted"
+
+    def __init__(self, value_of_action, delay_fixed: float = 0.0, delay_per_row: float = 0.0) -> None:
+        super().__init__(preset("tiny"), Path("scripted.safetensors"), "0" * 64)
+        self.value_of_action = value_of_action
+        self.calls: list[tuple[tuple[int, ...], tuple[int, ...], list[int]]] = []
+        self.delay_fixed = delay_fixed
+        self.delay_per_row = delay_per_row
+
+    def evaluate(self, boards: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        assert actions is not None
+        self.calls.append((boards.shape, actions.shape, [int(a) for a in actions[0]]))
+        if self.delay_fixed or self.delay_per_row:
+            time.sleep(self.delay_fixed + self.delay_per_row * actions.shape[1])
+        out = np.full(actions.shape + (NUM_BUCKETS,), -1e9, dtype=np.float32)
+        for j, action in enumerate(actions[0]):
+            out[0, j, int(win_prob_to_bucket(self.value_of_action(int(action))))] = 0.0
+        return out
+
+
+def centre(p: float) -> float:
+    """The bucket centre the scripted backend turns ``p`` into."""
+    return float(bucket_values()[int(win_prob_to_bucket(p))])
+
+
+def board_after(moves: list[str], fen: str | None = None) -> chess.Board:
+    board = chess.Board() if fen is None else chess.Board(fen)
+    for m in moves:
+        board.push_uci(m)
+    return board
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_weights: Path) -> Engine:
+    return Engine.open(tiny_weights, "onnx")
+
+
+# --------------------------------------------------------------------------
+# Scores from the three model kinds
+# --------------------------------------------------------------------------
+
+
+def test_action_value_scores_are_the_expected_bucket_values(engine: Engine, tiny_weights: Path) -> None:
+    board = board_after(["e2e4", "c7c5", "g1f3"])
+    result = engine.search(board)
+    # Independent computation with the PyTorch backend.
+    reference = create_backend(tiny_weights, "torch-cpu")
+    moves, actions = legal_actions(board)
+    log_probs = reference.evaluate(tokenize_board(board)[None], actions[None])
+    expected = dict(zip(moves, expected_win_prob(log_probs[0])))
+    assert {s.move for s in result.ranked} == set(moves)
+    assert result.nodes == len(moves) and result.complete and result.fallback is None
+    for scored in result.ranked:
+        assert scored.rule is None
+        assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-4)
+        assert scored.cp == win_prob_to_cp(scored.win_prob)
+    best = max(moves, key=lambda m: (expected[m], -MOVE_TO_ACTION[m.uci()]))
+    assert result.bestmove == best
+    probs = [s.win_prob for s in result.ranked]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_one_call_per_position_split_only_above_batch_size() -> None:
+    backend = ScriptedBackend(lambda a: 0.3)
+    engine = Engine(backend)
+    board = chess.Board()
+    engine.search(board)
+    assert len(backend.calls) == 1
+    boards_shape, actions_shape, actions = backend.calls[0]
+    assert boards_shape == (1, 77) and actions_shape == (1, 20)
+    assert actions == sorted(actions) == [MOVE_TO_ACTION[m.uci()] for m in legal_actions(board)[0]]
+
+    backend.calls.clear()
+    engine.batch_size = 8
+    result = engine.search(board)
+    assert [c[1] for c in backend.calls] == [(1, 8), (1, 8), (1, 4)]
+    assert sum((c[2] for c in backend.calls), []) == actions
+    assert result.nodes == 20 and result.complete
+
+
+def test_batch_size_does_not_change_scores(engine: Engine) -> None:
+    board = board_after(["d2d4", "d7d5", "c2c4"])
+    full = {s.move: s.win_prob for s in engine.search(board).ranked}
+    engine.batch_size = 3
+    try:
+        chunked = {s.move: s.win_prob for s in engine.search(board).ranked}
+    finally:
+        engine.batch_size = 256
+    assert chunked.keys() == full.keys()
+    for move, value in full.items():
+        assert chunked[move] == pytest.approx(value, abs=1e-5)
+
+
+def test_state_value_scores_one_minus_child_value(tmp_path: Path) -> None:
+    path = write_model(tmp_path, preset("tiny", kind="state_value"), seed=3, onnx=False)
+    engine = Engine.open(path, "torch-cpu", warm_up=False)
+    board = board_after(["e2e4", "e7e5"])
+    result = engine.search(board)
+    model = create_backend(path, "torch-cpu")
+    moves, _ = legal_actions(board)
+    assert result.nodes == len(moves)
+    for scored in result.ranked:
+        board.push(scored.move)
+        child_value = expected_win_prob(model.evaluate(tokenize(board.fen())[None]))[0]
+        board.pop()
+        assert scored.win_prob == pytest.approx(1.0 - child_value, abs=1e-5)
+
+
+def test_behavioral_cloning_policy_is_renormalised_over_legal_moves(tmp_path: Path) -> None:
+    path = write_model(tmp_path, preset("tiny", kind="behavioral_cloning"), seed=4, onnx=False)
+    engine = Engine.open(path, "torch-cpu", warm_up=False)
+    board = board_after(["g1f3"])
+    result = engine.search(board)
+    logits = create_backend(path, "torch-cpu").evaluate(tokenize(board.fen())[None])[0].astype(np.float64)
+    moves, actions = legal_actions(board)
+    legal = np.exp(logits[actions] - logits[actions].max())
+    expected = dict(zip(moves, legal / legal.sum()))
+    assert sum(s.win_prob for s in result.ranked) == pytest.approx(1.0, abs=1e-6)
+    for scored in result.ranked:
+        assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-5)
+    assert result.bestmove == max(expected, key=expected.get)
+
+
+# --------------------------------------------------------------------------
+# Rules
+# --------------------------------------------------------------------------
+
+
+def test_move_allowing_threefold_claim_scores_exactly_half(engine: Engine) -> None:
+    board = board_after(REPETITION_MOVES)
+    result = engine.search(board)
+    by_move = {s.move: s for s in result.ranked}
+    repeat = chess.Move.from_uci("f3g1")
+    assert by_move[repeat].win_prob == 0.5 and by_move[repeat].rule == "draw"
+    assert by_move[repeat].model_win_prob is not None and by_move[repeat].model_win_prob != 0.5
+    assert by_move[repeat].cp == 0 and by_move[repeat].wdl == (0, 1000, 0)
+    # Every other move is left to the network, as python-chess itself judges.
+    for move, scored in by_move.items():
+        board.push(move)
+        draw = board.can_claim_threefold_repetition() or board.is_fivefold_repetition()
+        board.pop()
+        assert (scored.rule == "draw") == draw
+        if not draw:
+            assert scored.win_prob == scored.model_win_prob
+    # Without the history the same position has no repetition.
+    fresh = chess.Board(board.fen())
+    assert all(s.rule is None for s in engine.search(fresh).ranked)
+
+
+def test_repetition_rule_changes_the_choice() -> None:
+    # The network likes the repeating move best; the rule makes it a draw.
+    repeat = MOVE_TO_ACTION["f3g1"]
+    engine = Engine(ScriptedBackend(lambda a: 0.9 if a == repeat else 0.6))
+    board = board_after(REPETITION_MOVES)
+    result = engine.search(board)
+    assert result.bestmove != chess.Move.from_uci("f3g1")
+    assert result.ranked[0].win_prob == pytest.approx(centre(0.6))
+    # A losing side prefers the draw.
+    engine = Engine(ScriptedBackend(lambda a: 0.1))
+    assert engine.search(board).bestmove == chess.Move.from_uci("f3g1")
+
+
+def test_stalemating_move_scores_half() -> None:
+    # Qb6?? stalemates the king on a8; the network is told it wins.
+    board = chess.Board("k7/8/2Q5/8/8/8/8/K7 w - - 0 1")
+    engine = Engine(ScriptedBackend(lambda a: 0.95 if a == MOVE_TO_ACTION["c6b6"] else 0.7))
+    by_move = {s.move.uci(): s for s in engine.search(board).ranked}
+    assert by_move["c6b6"].rule == "draw" and by_move["c6b6"].win_prob == 0.5
+    assert engine.search(board).bestmove.uci() != "c6b6"
+
+
+def test_mate_in_one_is_played_even_when_the_network_prefers_another() -> None:
+    mate = MOVE_TO_ACTION["a1a8"]
+    backend = ScriptedBackend(lambda a: 0.05 if a == mate else 0.8 if a == MOVE_TO_ACTION["a1a5"] else 0.4)
+    engine = Engine(backend)
+    board = chess.Board(BACK_RANK_MATE)
+    result = engine.search(board)
+    assert result.bestmove == chess.Move.from_uci("a1a8")
+    top = result.ranked[0]
+    assert top.rule == "mate" and top.mate == 1 and top.win_prob == 1.0 and top.wdl == (1000, 0, 0)
+    assert top.model_win_prob == pytest.approx(centre(0.05))
+    # Sampling never overrides the mate either.
+    engine.temperature = 10.0
+    assert all(engine.search(board).bestmove.uci() == "a1a8" for _ in range(20))
+    # With the rule off the network decides.
+    engine = Engine(backend, mate_rule=False)
+    result = engine.search(board)
+    assert result.bestmove.uci() == "a1a5"
+    assert all(s.mate is None for s in result.ranked)
+
+
+def test_mate_rule_with_the_real_model(engine: Engine) -> None:
+    board = chess.Board(BACK_RANK_MATE)
+    assert engine.search(board).bestmove.uci() == "a1a8"
+    engine.mate_rule = False
+    try:
+        result = engine.search(board)
+    finally:
+        engine.mate_rule = True
+    assert next(s for s in result.ranked if s.move.uci() == "a1a8").rule is None
+
+
+def test_game_over_has_no_move(engine: Engine) -> None:
+    mated = board_after(["f2f3", "e7e5", "g2g4", "d8h4"])
+    assert engine.search(mated).bestmove is None
+    stalemate = chess.Board("k7/8/1Q6/8/8/8/8/K7 b - - 0 1")
+    assert engine.search(stalemate).bestmove is None
+
+
+# --------------------------------------------------------------------------
+# Ranking, searchmoves, nodes, MultiPV
+# --------------------------------------------------------------------------
+
+
+def test_ties_go_to_the_lowest_action_index() -> None:
+    engine = Engine(ScriptedBackend(lambda a: 0.5))
+    board = chess.Board()
+    result = engine.search(board)
+    assert result.bestmove.uci() == "b1a3"  # action 45, the lowest legal one
+    assert [s.action for s in result.ranked] == sorted(s.action for s in result.ranked)
+    # A tie between two top moves that are not the lowest indices overall.
+    top = {MOVE_TO_ACTION["e2e4"], MOVE_TO_ACTION["d2d4"]}
+    engine = Engine(ScriptedBackend(lambda a: 0.7 if a in top else 0.2))
+    result = engine.search(board)
+    assert [s.move.uci() for s in result.ranked[:2]] == ["d2d4", "e2e4"]  # 288 before 317
+
+
+def test_searchmoves_restricts_the_candidates(engine: Engine) -> None:
+    board = chess.Board()
+    full = {s.move: s.win_prob for s in engine.search(board).ranked}
+    subset = [chess.Move.from_uci(m) for m in ("a2a3", "h2h4", "g1f3")]
+    result = engine.search(board, searchmoves=subset)
+    assert {s.move for s in result.ranked} == set(subset)
+    assert result.nodes == 3
+    assert result.bestmove == max(subset, key=lambda m: full[m])
+    # Only illegal moves: every legal move is searched.
+    result = engine.search(board, searchmoves=[chess.Move.from_uci("e2e5")])
+    assert result.nodes == 20
+
+
+def test_nodes_limit_evaluates_the_first_moves_in_action_order() -> None:
+    backend = ScriptedBackend(lambda a: a / 2000)
+    engine = Engine(backend)
+    result = engine.search(chess.Board(), nodes=5)
+    assert result.nodes == 5 and not result.complete
+    assert backend.calls[0][2] == [45, 46, 169, 170, 203]
+    assert result.bestmove.uci() == "a2a3"  # the highest of those five
+
+
+def test_ranking_lists_every_move_once(engine: Engine) -> None:
+    board = board_after(["e2e4", "e7e5", "g1f3", "b8c6", "f1b5"])
+    result = engine.search(board)
+    assert len(result.ranked) == board.legal_moves.count()
+    assert len({s.move for s in result.ranked}) == len(result.ranked)
+
+
+# --------------------------------------------------------------------------
+# Temperature
+# --------------------------------------------------------------------------
+
+
+def test_sample_softmax_follows_the_distribution() -> None:
+    values = [0.62, 0.60, 0.55, 0.40]
+    temperature = 0.05
+    rng = random.Random(7)
+    draws = 20000
+    counts = collections.Counter(sample_softmax(values, temperature, rng) for _ in range(draws))
+    weights = [math.exp(v / temperature) for v in values]
+    for i, w in enumerate(weights):
+        p = w / sum(weights)
+        sigma = math.sqrt(p * (1 - p) / draws)
+        assert abs(counts[i] / draws - p) < 5 * sigma + 1e-9
+
+
+def test_temperature_sampling_is_seeded_and_plays_good_moves() -> None:
+    values = {MOVE_TO_ACTION["e2e4"]: 0.62, MOVE_TO_ACTION["d2d4"]: 0.60, MOVE_TO_ACTION["c2c4"]: 0.55}
+    backend = ScriptedBackend(lambda a: values.get(a, 0.2))
+
+    def play(seed: int, n: int) -> list[str]:
+        engine = Engine(backend, temperature=0.05, seed=seed)
+        return [engine.search(chess.Board()).bestmove.uci() for _ in range(n)]
+
+    first = play(11, 150)
+    assert first == play(11, 150)
+    counts = collections.Counter(first)
+    assert set(counts) <= {"e2e4", "d2d4", "c2c4", *(m.uci() for m in chess.Board().legal_moves)}
+    # softmax(v / 0.05): e4 0.53, d4 0.36, c4 0.13, every 0.2 move about 1e-4.
+    assert counts["e2e4"] > counts["d2d4"] > counts["c2c4"] > 0
+    assert counts["e2e4"] + counts["d2d4"] + counts["c2c4"] >= 145
+    # The chosen move leads the ranking.
+    engine = Engine(backend, temperature=0.05, seed=3)
+    result = engine.search(chess.Board())
+    assert result.ranked[0].move == result.bestmove and result.temperature == 0.05
+
+
+def test_zero_temperature_is_deterministic_and_temperature_moves_limit(engine: Engine) -> None:
+    board = chess.Board()
+    assert len({engine.search(board).bestmove for _ in range(5)}) == 1
+    values = {MOVE_TO_ACTION["e2e4"]: 0.52, MOVE_TO_ACTION["d2d4"]: 0.51}
+    scripted = Engine(ScriptedBackend(lambda a: values.get(a, 0.5)), temperature=1.0, temperature_moves=5, seed=1)
+    late = chess.Board()
+    late.fullmove_number = 6
+    assert scripted.effective_temperature(late) == 0.0
+    assert {scripted.search(late).bestmove.uci() for _ in range(10)} == {"e2e4"}
+    assert scripted.effective_temperature(board) == 1.0
+    assert len({scripted.search(board).bestmove for _ in range(30)}) > 3
+
+
+# --------------------------------------------------------------------------
+# Time limits
+# --------------------------------------------------------------------------
+
+
+def test_no_time_plays_a_fallback_at_once() -> None:
+    backend = ScriptedBackend(lambda a: 0.5, delay_fixed=0.02)
+    engine = Engine(backend)
+    engine.warm_up()
+    backend.calls.clear()
+    start = time.monotonic()
+    result = engine.search(chess.Board(), control=SearchControl(time.monotonic()))
+    assert time.monotonic() - start < 0.02
+    assert backend.calls == [] and result.nodes == 0
+    assert result.fallback and result.bestmove.uci() == "b1a3"
+    # The fallback still plays a mate in one.
+    result = engine.search(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
+    assert result.bestmove.uci() == "a1a8" and result.ranked[0].mate == 1
+
+
+def test_short_deadline_evaluates_in_chunks_and_stops_in_time() -> None:
+    # 2 ms per call plus 2 ms per move: all 20 moves need 42 ms, the deadline allows 25.
+    backend = ScriptedBackend(lambda a: a / 2000, delay_fixed=0.002, delay_per_row=0.002)
+    engine = Engine(backend)
+    engine.warm_up()
+    backend.calls.clear()
+    start = time.monotonic()
+    deadline = start + 0.025
+    result = engine.search(chess.Board(), control=SearchControl(deadline))
+    assert time.monotonic() <= deadline + 0.005  # time.sleep may overshoot a little
+    assert 0 < result.nodes < 20 and not result.complete and result.fallback is None
+    evaluated = sum((c[2] for c in backend.calls), [])
+    assert result.nodes == len(evaluated)
+    assert result.bestmove == max((s.move for s in result.ranked), key=lambda m: MOVE_TO_ACTION[m.uci()])
+
+
+def test_stop_before_the_search() -> None:
+    engine = Engine(ScriptedBackend(lambda a: 0.5))
+    control = SearchControl()
+    control.stop.set()
+    result = engine.search(chess.Board(), control=control)
+    assert result.nodes == 0 and result.bestmove in chess.Board().legal_moves and "stopped" in result.fallback
+
+
+def test_latency_model() -> None:
+    model = LatencyModel()
+    assert model.predict(10) is None and model.max_rows(0.001, 50) == 50
+    model.fit(1, 0.002, 21, 0.012)
+    assert model.per_row == pytest.approx(0.0005) and model.fixed == pytest.approx(0.0015)
+    rows = model.max_rows(0.010, 100)
+    assert model.predict(rows) <= 0.010 < model.predict(rows + 1)
+    assert model.max_rows(0.0, 100) == 0
+    model.observe(20, 0.1)  # a much slower call: the estimate jumps up at once
+    assert model.predict(20) >= 0.1
+
+
+def test_time_budget() -> None:
+    assert time_budget() is None
+    assert time_budget(movetime=1.0, overhead=0.03) == pytest.approx(0.97)
+    assert time_budget(movetime=0.04, overhead=0.03) == pytest.approx(0.02)  # at least half of movetime
+    assert time_budget(time_left=60.0, increment=1.0, overhead=0.03) == pytest.approx(2.0 + 0.75 - 0.03)
+    assert time_budget(time_left=10.0, movestogo=2, overhead=0.03) == pytest.approx(5.0 - 0.03)
+    assert time_budget(time_left=10.0, movestogo=1, overhead=0.03) == pytest.approx(5.0 - 0.03)
+    assert time_budget(time_left=0.2, overhead=0.03) == 0.0  # 200 ms: a share of 7 ms minus the overhead
+    assert time_budget(time_left=-5.0) == 0.0
+    assert time_budget(movetime=0.5, time_left=3.0, overhead=0.0) == pytest.approx(0.1)
+
+
+def test_ponder_move_is_the_best_reply(engine: Engine) -> None:
+    board = chess.Board()
+    result = engine.search(board, ponder=True)
+    after = board.copy()
+    after.push(result.bestmove)
+    assert result.ponder == engine.search(after).bestmove
+    assert board == chess.Board()  # the board is restored
+    no_time = engine.search(board, ponder=True, control=SearchControl(time.monotonic() + 0.001))
+    assert no_time.ponder is None
+
+
+# --------------------------------------------------------------------------
+# Scores, encoding, loading
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.0, 0.01, 0.25, 0.5, 0.73, 0.999, 1.0])
+def test_wdl_mapping(p: float) -> None:
+    w, d, l = wdl_from_win_prob(p)
+    assert w + d + l == 1000 and min(w, d, l) >= 0
+    assert (w + d / 2) / 1000 == pytest.approx(p, abs=0.001)
+    assert wdl_from_win_prob(1 - p) == (l, d, w)
+
+
+def test_chess960_positions_are_encoded() -> None:
+    board = chess.Board("bqnb1rkr/pp3ppp/3ppn2/2p5/5P2/P2P4/NPP1P1PP/BQ1BNRKR w HFhf - 2 9", chess960=True)
+    fen = model_fen(board)
+    assert fen.split(" ")[2] == "KQkq"  # rooks on both sides of the king
+    assert len(tokenize(fen)) == 77
+    moves, actions = candidate_moves(board)
+    assert actions == sorted(actions) and len(moves) == board.legal_moves.count()
+    # Standard castling written the 960 way maps to DeepMind's e1g1.
+    standard = chess.Board("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1", chess960=True)
+    castle = chess.Move.from_uci("e1h1")
+    assert standard.is_castling(castle) and move_action(standard, castle) == MOVE_TO_ACTION["e1g1"]
+    assert move_action(chess.Board("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1"), chess.Move.from_uci("e1g1")) == 102
+
+
+def test_long_games_clamp_counters() -> None:
+    board = chess.Board("8/8/4k3/8/8/4K3/8/8 w - - 1200 1500")
+    assert model_fen(board).endswith(" 999 999")
+
+
+def test_open_reports_bad_weights(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        Engine.open(tmp_path / "missing.safetensors")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(WeightsError):
+        Engine.open(broken)
+
+
+def test_describe_names_model_and_backend(engine: Engine) -> None:
+    text = engine.describe()
+    assert "action_value" in text and "onnx" in text
+
+
+def test_model_config_kind_is_read_from_the_weights(tmp_path: Path) -> None:
+    cfg = ModelConfig(num_layers=1, embed_dim=16, num_heads=2, kind="state_value")
+    path = write_model(tmp_path, cfg, onnx=False)
+    assert Engine.open(path, "torch-cpu", warm_up=False).kind == "state_value"
