@@ -475,3 +475,36 @@ def main(argv: list[str] | None = None) -> int:
     result = train(tc, progress=not args.quiet)
     print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
     return 0
+
+
+def training_throughput(cfg: ModelConfig, data: ActionValueData, batch_size: int = 64, steps: int = 5,
+                        warmup: int = 2, max_moves: int = 64, seed: int = 0) -> dict[str, float]:
+    """Action values per second of real training steps (forward, backward,
+    AdamW) on ``data``, as the trainer batches them for ``cfg.attention``.
+
+    The shared-board model takes ``batch_size`` positions per step; the
+    full model takes as many single action values as those positions hold,
+    so both steps learn from the same number of action values.
+    """
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sigma = 0.75 / cfg.num_buckets
+    seen, elapsed = 0, 0.0
+    for i in range(warmup + steps):
+        rng = np.random.default_rng([seed, i])
+        idx = rng.integers(0, len(data), batch_size)
+        boards, acts, probs, mask = data.position_batch(idx, max_moves, rng)
+        if cfg.attention == FULL:
+            rows, cols = np.nonzero(mask)
+            boards, acts, probs = boards[rows], acts[rows, cols][:, None], probs[rows, cols][:, None]
+            mask = np.ones_like(acts, dtype=bool)
+        start = time.perf_counter()
+        lp = model(torch.as_tensor(boards), torch.as_tensor(acts))
+        loss = loss_fn(lp, torch.as_tensor(probs), torch.as_tensor(mask), "hl_gauss", sigma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            elapsed += time.perf_counter() - start
+            seen += int(mask.sum())
+    return {"action_values_per_s": seen / elapsed, "seconds": elapsed, "action_values": seen}
