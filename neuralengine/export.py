@@ -105,6 +105,16 @@ def quantize_int8(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike
     activations are quantised on the fly by ONNX Runtime. The embedding
     tables, layer norms and the head's bias stay float32. The copy keeps the
     weights fingerprint of the original and is marked ``int8-dynamic``.
+    Weights use 7-bit ranges (``reduce_range``): CPUs without VNNI saturate
+    full 8-bit products, which more than doubled the error when measured.
+
+    Measured on a random ``small`` model (4 layers × 128), 40 real positions
+    with all their legal moves, ONNX Runtime on 1 thread of a shared 2-core
+    AMD EPYC (best of several runs): full attention 89.5 → 70.2 ms per
+    position (1.27×), shared board 5.8 → 4.9 ms (1.18×). Largest change of a
+    move's expected win probability: 0.041 (full) and 0.023 (shared board);
+    the best move stayed the same in 88 % and 90 % of the positions. The
+    engine therefore runs the float32 graph; the int8 graph is experimental.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
