@@ -106,7 +106,7 @@ def quantize_int8(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike
     tables, layer norms and the head's bias stay float32. The copy keeps the
     weights fingerprint of the original and is marked ``int8-dynamic``.
     Weights use 7-bit ranges (``reduce_range``): CPUs without VNNI saturate
-    full 8-bit products, which more than doubled the error when measured.
+    full 8-bit products: without it the error below was 0.27 instead of 0.04.
 
     Measured on a random ``small`` model (4 layers × 128), 40 real positions
     with all their legal moves, ONNX Runtime on 1 thread of a shared 2-core
