@@ -510,7 +510,7 @@ class MatchOutcome:
 
 def run_match(jobs: Sequence[Job], tc: TimeControl, rules: Adjudication | None = None, concurrency: int = 1,
               time_margin: float = 0.05, on_game: Callable[[GameResult], bool | None] | None = None,
-              event: str = "neuralengine match") -> MatchOutcome:
+              event: str = "neuralengine match", hang_grace: float = 5.0) -> MatchOutcome:
     """Play ``jobs`` with ``concurrency`` games at a time.
 
     ``on_game`` is called (from one thread at a time) after each game; when
@@ -563,7 +563,7 @@ def run_match(jobs: Sequence[Job], tc: TimeControl, rules: Adjudication | None =
                 for spec in (job.white, job.black):
                     if spec.name not in players:
                         players[spec.name] = Player(spec, stats[spec.name])
-                game = play_game(job, players, tc, rules, referee, time_margin, event=event)
+                game = play_game(job, players, tc, rules, referee, time_margin, hang_grace, event)
                 with lock:
                     results.append(game)
                     if on_game is not None and on_game(game):
