@@ -581,6 +581,16 @@ class Engine:
         result.time_s = time.monotonic() - start
         return result
 
+    def predicted_seconds(self, board: chess.Board) -> float | None:
+        """Predicted time of a complete search of ``board`` (``None`` before any measurement)."""
+        n = board.legal_moves.count()
+        rows = self._rows_needed(n)
+        calls = 1 if self.kind == BEHAVIORAL_CLONING else max(1, -(-rows // max(1, self.batch_size)))
+        per_call = self.latency.predict(min(rows, max(1, self.batch_size)))
+        if per_call is None:
+            return None
+        return calls * per_call + FINISH_RESERVE + RULE_SECONDS_PER_MOVE * n
+
     def effective_temperature(self, board: chess.Board) -> float:
         """The temperature for a move in ``board`` (0 after ``temperature_moves``)."""
         if self.temperature <= 0:
@@ -640,15 +650,18 @@ DEFAULT_MOVES_TO_GO = 30
 
 
 def time_budget(*, movetime: float | None = None, time_left: float | None = None, increment: float = 0.0,
-                movestogo: int | None = None, overhead: float = 0.03) -> float | None:
+                movestogo: int | None = None, overhead: float = 0.03, needed: float | None = None) -> float | None:
     """Seconds the engine may think about a move, or ``None`` for no limit.
 
     All arguments are in seconds. With ``movetime`` the budget is
     ``movetime - overhead`` (but at least half of ``movetime``). With a clock,
     the share is ``time_left / movestogo + 3/4 increment``, at most half the
-    clock, and the budget is that share minus ``overhead``. When both are
-    given the smaller one counts. The result is never negative; 0 means
-    "answer at once".
+    clock, and the budget is that share minus ``overhead``. In time trouble,
+    when that budget is shorter than ``needed`` (the predicted time of one
+    full evaluation) but a tenth of the clock minus ``overhead`` is not, the
+    budget is ``needed``: a fast network keeps playing evaluated moves. When
+    both limits are given the smaller one counts. The result is never
+    negative; 0 means "answer at once".
     """
     budgets: list[float] = []
     if movetime is not None:
@@ -658,7 +671,10 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
         time_left = max(time_left, 0.0)
         mtg = movestogo if movestogo and movestogo > 0 else DEFAULT_MOVES_TO_GO
         share = min(time_left / mtg + 0.75 * max(increment, 0.0), time_left / 2)
-        budgets.append(share - overhead)
+        clock_budget = share - overhead
+        if needed is not None and clock_budget < needed <= time_left / 10 - overhead:
+            clock_budget = needed
+        budgets.append(clock_budget)
     if not budgets:
         return None
     return max(min(budgets), 0.0)

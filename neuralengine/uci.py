@@ -376,7 +376,7 @@ class SearchJob(threading.Thread):
         self.board = board
         self.params = params
         self.started = started
-        self.budget = server.budget(board, params)
+        self.budget = server.budget(board, params, self.options)
         waiting = params.infinite or params.ponder
         self.control = SearchControl(None if waiting or self.budget is None else started + self.budget)
         self.wait_for_stop = waiting
@@ -458,6 +458,12 @@ class SearchJob(threading.Thread):
             self._fallback(error if ready else "the weights are still loading")
             return
         self.server.configure(engine, self.options)
+        if self.control.deadline is not None:
+            # Now that the network's speed is known, time trouble may allow one evaluation.
+            budget = self.server.budget(board, self.params, self.options, engine.predicted_seconds(board))
+            if budget is not None:
+                self.budget = budget
+                self.control.deadline = self.started + budget
         result = engine.search(board, control=self.control, nodes=self.params.nodes, searchmoves=searchmoves,
                                ponder=bool(self.option("Ponder")))
         self._report(result)
@@ -521,7 +527,7 @@ class UciServer:
         self.board: chess.Board | None = None
         self.position_set = False
         self.job: SearchJob | None = None
-        self.seed_applied: int | None = None
+        self.seed_applied: tuple[int, int] | None = None
         self.commands: dict[str, Callable[[list[str], float], None]] = {
             "uci": self.cmd_uci,
             "isready": self.cmd_isready,
@@ -554,23 +560,24 @@ class UciServer:
         engine.temperature_moves = int(options["temperaturemoves"])
         engine.mate_rule = bool(options["materule"])
         seed = int(options["seed"])
-        if seed and seed != self.seed_applied:
+        if seed and (id(engine), seed) != self.seed_applied:
             import random
 
             engine.rng = random.Random(seed)
-        self.seed_applied = seed
+        self.seed_applied = (id(engine), seed)
 
-    def budget(self, board: chess.Board, params: GoParams) -> float | None:
+    def budget(self, board: chess.Board, params: GoParams, options: dict[str, Any],
+               needed: float | None = None) -> float | None:
         """Seconds this ``go`` may use (``None``: no limit)."""
         from neuralengine.engine import time_budget
 
         white = board.turn
         clock = params.wtime if white else params.btime
         inc = params.winc if white else params.binc
-        overhead = int(self.option("Move Overhead")) / 1000.0
+        overhead = int(options["move overhead"]) / 1000.0
         return time_budget(movetime=None if params.movetime is None else params.movetime / 1000.0,
                            time_left=None if clock is None else clock / 1000.0, increment=inc / 1000.0,
-                           movestogo=params.movestogo, overhead=overhead)
+                           movestogo=params.movestogo, overhead=overhead, needed=needed)
 
     def stop_search(self, wait: bool = True) -> None:
         job = self.job
@@ -611,6 +618,7 @@ class UciServer:
         self.stop_search()
         self.board = None
         self.position_set = False
+        self.seed_applied = None  # the next search starts the seeded sequence again
         self.start_loading()
 
     def cmd_debug(self, args: list[str], now: float) -> None:
@@ -804,11 +812,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(sys.stdout.buffer)
     server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
     eof = True
-    for line in read_lines(sys.stdin.buffer, out):
-        if not server.handle(line):
-            eof = False
-            break
-    server.shutdown(eof)
+    try:
+        for line in read_lines(sys.stdin.buffer, out):
+            if not server.handle(line):
+                eof = False
+                break
+        server.shutdown(eof)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

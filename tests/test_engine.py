@@ -425,6 +425,23 @@ def test_time_budget() -> None:
     assert time_budget(time_left=0.2, overhead=0.03) == 0.0  # 200 ms: a share of 7 ms minus the overhead
     assert time_budget(time_left=-5.0) == 0.0
     assert time_budget(movetime=0.5, time_left=3.0, overhead=0.0) == pytest.approx(0.1)
+    # Time trouble: one evaluation that fits in a tenth of the clock is still made.
+    assert time_budget(time_left=0.5, overhead=0.03, needed=0.01) == pytest.approx(0.01)
+    assert time_budget(time_left=0.5, overhead=0.03, needed=0.05) == 0.0
+    assert time_budget(time_left=0.2, overhead=0.03, needed=0.001) == 0.0
+    assert time_budget(time_left=60.0, overhead=0.03, needed=0.01) == pytest.approx(2.0 - 0.03)
+
+
+def test_predicted_seconds_covers_the_chunks() -> None:
+    engine = Engine(ScriptedBackend(lambda a: 0.5))
+    assert engine.predicted_seconds(chess.Board()) is None
+    engine.latency.fit(1, 0.002, 21, 0.012)
+    one_call = engine.predicted_seconds(chess.Board())
+    engine.batch_size = 5
+    four_calls = engine.predicted_seconds(chess.Board())
+    # Each call pays the fixed cost again: 4 calls of 5 rows against 1 call of 20.
+    assert four_calls - one_call == pytest.approx(4 * engine.latency.predict(5) - engine.latency.predict(20))
+    assert four_calls > one_call
 
 
 def test_ponder_move_is_the_best_reply(engine: Engine) -> None:
