@@ -806,10 +806,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def protocol_stream() -> BinaryIO:
+    """A private handle on stdout for protocol lines.
+
+    File descriptor 1 is then pointed at stderr, so that whatever a library
+    prints (Python or native code, e.g. during an ONNX export) cannot corrupt
+    the protocol.
+    """
+    try:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        return os.fdopen(fd, "wb")
+    except (OSError, ValueError, AttributeError):
+        return sys.stdout.buffer
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the UCI loop until ``quit`` or the end of input; returns the exit code."""
     args = build_parser().parse_args([] if argv is None else argv)
-    out = Output(sys.stdout.buffer)
+    out = Output(protocol_stream())
     server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
     eof = True
     try:

@@ -635,3 +635,27 @@ def test_corrupt_weights_are_named(engine_command: list[str], tmp_path: Path, co
         assert chess.Move.from_uci(bestmove_of(best)) in chess.Board().legal_moves
     finally:
         proc.close()
+
+
+def test_weights_without_graph_are_exported_quietly(engine_command: list[str], tmp_path: Path) -> None:
+    # The ONNX graph is exported on first use; whatever the exporter prints must not reach stdout.
+    from conftest import write_model
+    from neuralengine.config import preset
+
+    path = write_model(tmp_path, preset("tiny"), seed=9, onnx=False)
+    env = dict(os.environ, NEURALENGINE_CACHE=str(tmp_path / "cache"))
+    proc = Uci(engine_command, env=env)
+    try:
+        proc.send("uci")
+        proc.send(f"setoption name WeightsFile value {path}")
+        proc.send("setoption name Backend value onnx")
+        lines = proc.ready()
+        assert not any("error" in line for line in lines), lines
+        proc.send("position startpos")
+        infos, best = proc.go("go movetime 2000")
+        assert info_lines(infos)[0]["nodes"] == "20"
+        proc.close()
+        assert all(line.split()[0] in UCI_WORDS for line in proc.seen), proc.seen
+        assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    finally:
+        proc.close()
