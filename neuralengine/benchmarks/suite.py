@@ -19,6 +19,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import chess
 
@@ -82,7 +83,8 @@ def _group_of(ply: int, board: chess.Board, legal: int) -> list[str]:
     return groups
 
 
-def draw_suite(data_path: str, seed: int = 1) -> list[SuitePosition]:
+def draw_suite(data_path: str, seed: int = 1,
+               groups: Sequence[tuple[str, int, str]] = GROUPS) -> list[SuitePosition]:
     """Draw the suite from an action-value text file (lines ``FEN<TAB>moves``, games consecutive)."""
     from neuralengine.data.text import open_text
 
@@ -105,7 +107,7 @@ def draw_suite(data_path: str, seed: int = 1) -> list[SuitePosition]:
     rng = random.Random(seed)
     chosen: set[str] = set()
     out: list[SuitePosition] = []
-    for name, count, _ in GROUPS:
+    for name, count, _ in groups:
         pool = [fen for fen in pools[name] if fen not in chosen]
         if len(pool) < count:
             raise ValueError(f"{data_path}: only {len(pool)} positions for group {name}, need {count}")

@@ -1,0 +1,143 @@
+"""``neuralengine bench``: the position suite, the report's consistency and the run record.
+
+Speed itself is measured in ``bench/`` (pytest-benchmark), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import chess
+import pytest
+
+from neuralengine.benchmarks import machine, speed
+from neuralengine.benchmarks.suite import GROUPS, draw_suite, load_suite, write_suite
+from neuralengine.weights import file_sha256
+
+
+def test_suite_has_its_groups() -> None:
+    suite = load_suite()
+    assert len(suite) == 100
+    assert len({p.fen for p in suite}) == 100
+    counts = {name: sum(p.group == name for p in suite) for name, _, _ in GROUPS}
+    assert counts == {name: n for name, n, _ in GROUPS}
+    for p in suite:
+        board = chess.Board(p.fen)
+        legal = board.legal_moves.count()
+        pieces = chess.popcount(board.occupied)
+        assert legal > 0 and board.is_valid()
+        if p.group == "endgame":
+            assert pieces <= 12
+        elif p.group == "middlegame":
+            assert pieces >= 20
+        elif p.group == "few-moves":
+            assert legal <= 8
+        elif p.group == "many-moves":
+            assert legal >= 45
+    moves = [chess.Board(p.fen).legal_moves.count() for p in suite]
+    assert min(moves) <= 8 and max(moves) >= 45
+
+
+def test_suite_generation_is_seeded(shared_data: Path, tmp_path: Path) -> None:
+    # A small file in the seed-data format: the first games of one shard.
+    import lzma
+
+    lines = []
+    with lzma.open(shared_data / "av" / "d7_s101-000.txt.xz", "rt") as fh:
+        for line in fh:
+            lines.append(line)
+            if len(lines) >= 1500:
+                break
+    data = tmp_path / "av.txt"
+    data.write_text("".join(lines))
+    groups = [(name, 3, text) for name, _, text in GROUPS]
+    first = draw_suite(str(data), 3, groups)
+    assert [p.group for p in first] == [name for name, _, _ in GROUPS for _ in range(3)]
+    assert first == draw_suite(str(data), 3, groups)
+    assert first != draw_suite(str(data), 4, groups)
+    with pytest.raises(ValueError, match="only"):
+        draw_suite(str(data), 3, [("endgame", 10000, "")])
+    out = tmp_path / "suite.fen"
+    write_suite(out, first, data.name, 3)
+    assert load_suite(out) == first
+    bad = tmp_path / "bad.fen"
+    bad.write_text("# group=x\nnot a fen\n")
+    with pytest.raises(ValueError, match="bad.fen:2"):
+        load_suite(bad)
+
+
+def test_percentile() -> None:
+    values = list(range(1, 101))
+    assert speed.percentile(values, 50) == pytest.approx(50.5)
+    assert speed.percentile(values, 95) == pytest.approx(95.05)
+    assert speed.percentile([3.0], 95) == 3.0
+    assert speed.percentile([], 50) != speed.percentile([], 50)  # nan
+
+
+def test_bench_report(tiny_weights: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = speed.main(["--weights", str(tiny_weights), "--backend", "onnx", "--positions", "6", "--json",
+                       "--quiet", "--out", str(out)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(out.read_text())
+    suite = load_suite()[:6]
+    nodes = sum(chess.Board(p.fen).legal_moves.count() for p in suite)
+    assert report["suite"] == {"positions": 6, "nodes": nodes, "passes": 1, "file": "built-in"}
+    (result,) = report["results"]
+    assert result["backend"] == "onnx" and result["threads"] == 1
+    assert result["positions"] == 6 and result["nodes"] == nodes
+    assert result["positions_per_s"] == pytest.approx(6 / result["seconds"])
+    assert result["nodes_per_s"] == pytest.approx(nodes / result["seconds"])
+    lat = result["move_latency_ms"]
+    assert 0 < lat["median"] <= lat["p95"] <= lat["max"]
+    assert result["model"]["sha256"] == file_sha256(tiny_weights)
+    assert result["model"]["attention"] == "full" and result["model"]["parameters"] > 0
+    assert sum(g["positions"] for g in result["by_group"].values()) == 6
+    record = report["record"]
+    assert record["model"]["sha256"] == file_sha256(tiny_weights)
+    assert record["versions"]["chess"] == chess.__version__
+    assert record["machine"]["cpus_usable"] >= 1
+
+
+def test_bench_table_and_compare_attention(capsys: pytest.CaptureFixture[str]) -> None:
+    code = speed.main(["--compare-attention", "--preset", "tiny", "--backend", "onnx", "--positions", "3",
+                       "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "shared_board vs full attention" in text
+    assert "positions/s" in text and "random weights" in text
+    code = speed.main(["--compare-attention", "--preset", "tiny", "--backend", "torch-cpu", "--positions", "3",
+                       "--quiet", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    full, shared = report["results"]
+    assert (full["label"], shared["label"]) == ("full", "shared_board")
+    assert full["model"]["parameters"] == shared["model"]["parameters"]
+    assert full["nodes"] == shared["nodes"]
+    (comparison,) = report["comparison"]
+    assert comparison["positions_speedup"] == pytest.approx(
+        shared["positions_per_s"] / full["positions_per_s"])
+
+
+def test_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert speed.main(["--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert speed.main(["--backend", "tpu"]) == 2
+    assert speed.main(["--positions", "0"]) == 2
+    assert speed.main(["--compare-attention", "--preset", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "no weights file" in err and "unknown backend" in err and "unknown preset" in err
+
+
+def test_machine_record(tiny_weights: Path) -> None:
+    record = machine.run_record(tiny_weights, extra="x")
+    assert record["extra"] == "x"
+    assert record["model"]["parameters"] > 0 and record["model"]["path"] == tiny_weights.name
+    assert record["model"]["architecture"]["num_layers"] == 2
+    assert record["versions"]["python"].count(".") == 2
+    assert machine.model_info(tiny_weights.parent / "missing.safetensors")["error"]
+    assert machine.model_info(None) is None
+    source = record["source"]
+    if source is not None:
+        assert len(source["commit"]) == 40
