@@ -374,8 +374,12 @@ class SearchJob(threading.Thread):
         #: Option values when the search started (later setoption calls do not change it).
         self.options = {name: opt.value for name, opt in server.options.items()}
         self.board = board
+        #: The position as it was, for a fallback move should the search fail half-way.
+        self.root = board.copy(stack=False)
         self.params = params
         self.started = started
+        #: When the clock started for this move: the ``go``, or the ``ponderhit``.
+        self.clock_start = started
         self.budget = server.budget(board, params, self.options)
         waiting = params.infinite or params.ponder
         self.control = SearchControl(None if waiting or self.budget is None else started + self.budget)
@@ -392,8 +396,9 @@ class SearchJob(threading.Thread):
 
     def ponderhit(self) -> None:
         """The opponent played the expected move: think on the clock from now."""
+        self.clock_start = time.monotonic()
         if self.budget is not None:
-            self.control.deadline = time.monotonic() + self.budget
+            self.control.deadline = self.clock_start + self.budget
         self.wait_for_stop = False
         self.release.set()
 
@@ -407,7 +412,8 @@ class SearchJob(threading.Thread):
                 import traceback
 
                 out.log(traceback.format_exc())
-            moves = list(self.board.legal_moves)
+            self.board = self.root
+            moves = list(self.root.legal_moves)
             self._finish(moves[0] if moves else None, None)
         finally:
             self.done.set()
@@ -463,7 +469,7 @@ class SearchJob(threading.Thread):
             budget = self.server.budget(board, self.params, self.options, engine.predicted_seconds(board))
             if budget is not None:
                 self.budget = budget
-                self.control.deadline = self.started + budget
+                self.control.deadline = self.clock_start + budget
         result = engine.search(board, control=self.control, nodes=self.params.nodes, searchmoves=searchmoves,
                                ponder=bool(self.option("Ponder")))
         self._report(result)
