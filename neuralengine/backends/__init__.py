@@ -47,7 +47,9 @@ def torch_available() -> bool:
 
 
 def cuda_available() -> bool:
-    if not torch_available():
+    """True when PyTorch can use a CUDA GPU. Without an NVIDIA driver it
+    answers at once, without importing PyTorch."""
+    if not torch_available() or not (os.path.exists("/proc/driver/nvidia") or os.environ.get("CUDA_VISIBLE_DEVICES")):
         return False
     import torch
 

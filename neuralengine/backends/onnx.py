@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,29 +27,45 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def _graph_sha(path: Path) -> str | None:
+def _session(path: Path, opts: Any, providers: list[str]) -> Any:
     import onnxruntime as ort
 
-    try:
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-    except Exception:  # a corrupt graph counts as absent
-        return None
-    return meta.custom_metadata_map.get(WEIGHTS_SHA_KEY)
+    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def find_graph(weights_path: Path, sha: str) -> Path:
-    """The ONNX graph matching ``weights_path``, exporting it if needed."""
+def _matches(session: Any, sha: str) -> bool:
+    return session.get_modelmeta().custom_metadata_map.get(WEIGHTS_SHA_KEY) == sha
+
+
+def open_graph(weights_path: Path, sha: str, opts: Any, providers: list[str]) -> tuple[Any, Path]:
+    """An inference session on the ONNX graph of ``weights_path``.
+
+    The graph beside the weights is used when it was exported from exactly
+    these weights, then one in the cache; otherwise the graph is exported into
+    the cache (which needs PyTorch). Each graph is loaded once: the session
+    that checks the fingerprint is the one that runs.
+    """
     candidates = [weights_path.with_suffix(".onnx"), cache_dir() / "onnx" / f"{sha[:32]}.onnx"]
     for candidate in candidates:
-        if candidate.is_file() and _graph_sha(candidate) == sha:
-            return candidate
+        if not candidate.is_file():
+            continue
+        try:
+            session = _session(candidate, opts, providers)
+        except Exception:  # a corrupt graph counts as absent
+            continue
+        if _matches(session, sha):
+            return session, candidate
     if not torch_available():
         raise WeightsError(
             f"no ONNX graph matches {weights_path.name}; run 'neuralengine export {weights_path}' "
             "or install neuralengine[torch] so that the engine can export it")
     from neuralengine.export import export_weights_file
 
-    return export_weights_file(weights_path, candidates[1])
+    graph = export_weights_file(weights_path, candidates[1])
+    try:
+        return _session(graph, opts, providers), graph
+    except Exception as exc:
+        raise WeightsError(f"ONNX Runtime cannot load {graph}: {exc}") from None
 
 
 class OnnxBackend(Backend):
@@ -61,7 +78,6 @@ class OnnxBackend(Backend):
         meta = read_metadata(path)
         cfg = config_from_metadata(meta, str(path))
         sha = file_sha256(path)
-        graph = find_graph(path, sha)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
@@ -69,10 +85,7 @@ class OnnxBackend(Backend):
         providers = ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        try:
-            session = ort.InferenceSession(str(graph), opts, providers=providers)
-        except Exception as exc:
-            raise WeightsError(f"ONNX Runtime cannot load {graph}: {exc}") from None
+        session, graph = open_graph(path, sha, opts, providers)
         backend = cls(cfg, path, sha)
         backend.session = session
         backend.graph_path = graph
