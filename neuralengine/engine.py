@@ -70,6 +70,9 @@ FINISH_RESERVE = 0.002
 #: Seconds per evaluated move reserved for the draw rules after the inference.
 RULE_SECONDS_PER_MOVE = 0.0001
 
+#: Moves per network call when the latency is measured after loading.
+WARM_UP_ROWS = 6
+
 #: Rule names in :attr:`MoveScore.rule`.
 RULE_MATE = "mate"
 RULE_DRAW = "draw"
@@ -436,16 +439,21 @@ class Engine:
             elapsed = time.monotonic() - start
             self.latency.fit(1, elapsed, 1, elapsed)
             return
-        self._call(board, moves, actions)  # first call: allocations, kernel selection
-        t_one, t_all = [], []
-        for _ in range(3):
+        # A few rows keep the warm-up short even for a large model on a CPU;
+        # the estimate is corrected by every real call afterwards.
+        rows = min(WARM_UP_ROWS, len(moves))
+        start = time.monotonic()
+        self._call(board, moves[:rows], actions[:rows])  # first call: allocations, kernel selection
+        repeats = 3 if time.monotonic() - start < 0.25 else 1
+        t_one, t_many = [], []
+        for _ in range(repeats):
             start = time.monotonic()
             self._call(board, moves[:1], actions[:1])
             t_one.append(time.monotonic() - start)
             start = time.monotonic()
-            self._call(board, moves, actions)
-            t_all.append(time.monotonic() - start)
-        self.latency.fit(1, sorted(t_one)[1], len(moves), sorted(t_all)[1])
+            self._call(board, moves[:rows], actions[:rows])
+            t_many.append(time.monotonic() - start)
+        self.latency.fit(1, sorted(t_one)[len(t_one) // 2], rows, sorted(t_many)[len(t_many) // 2])
 
     # -- search ------------------------------------------------------------
 
