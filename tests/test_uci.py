@@ -515,6 +515,15 @@ def test_malformed_input_is_explained(uci: Uci, bad: str | bytes, fragment: str)
     assert chess.Move.from_uci(bestmove_of(best)) in board.legal_moves
 
 
+def test_overlong_line_is_skipped(uci: Uci) -> None:
+    uci.send(b"position startpos moves " + b"e2e4 " * 400_000 + b"\n")  # 2 MB
+    lines = uci.ready()
+    assert any("longer than" in line and "skipped" in line for line in lines)
+    uci.send("position startpos moves d2d4")
+    uci.send("d")
+    assert uci.until("info string fen")[-1].endswith("b KQkq - 0 1")
+
+
 def test_bad_go_parameters_are_skipped(uci: Uci) -> None:
     uci.send("position startpos")
     infos, best = uci.go("go wtime soon movetime 300 sideways winc")
