@@ -505,3 +505,15 @@ def test_model_config_kind_is_read_from_the_weights(tmp_path: Path) -> None:
     cfg = ModelConfig(num_layers=1, embed_dim=16, num_heads=2, kind="state_value")
     path = write_model(tmp_path, cfg, onnx=False)
     assert Engine.open(path, "torch-cpu", warm_up=False).kind == "state_value"
+
+
+def test_shared_board_model_scores_like_pytorch(tiny_shared_weights: Path) -> None:
+    engine = Engine.open(tiny_shared_weights, "onnx")
+    board = board_after(["e2e4", "e7e5", "g1f3", "b8c6"])
+    result = engine.search(board)
+    moves, actions = legal_actions(board)
+    log_probs = create_backend(tiny_shared_weights, "torch-cpu").evaluate(tokenize_board(board)[None], actions[None])
+    expected = dict(zip(moves, expected_win_prob(log_probs[0])))
+    assert len(result.ranked) == len(moves)
+    for scored in result.ranked:
+        assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-4)
