@@ -41,11 +41,9 @@ mate in one or else the first legal move).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -303,16 +301,6 @@ def candidate_moves(board: chess.Board) -> tuple[list[chess.Move], list[int]]:
     return [m for _, m in pairs], [a for a, _ in pairs]
 
 
-def gpu_driver_present() -> bool:
-    """Whether an NVIDIA driver may be present (cheap; no PyTorch import).
-
-    Only answers ``False`` on Linux without any NVIDIA or WSL GPU device.
-    """
-    if not sys.platform.startswith("linux"):
-        return True
-    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg"))
-
-
 def repetition_draw(board: chess.Board) -> bool:
     """DeepMind's repetition rule for the position after a move.
 
@@ -377,9 +365,6 @@ class Engine:
 
         if not os.path.isdir(weights_path):
             read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
-        if backend == "auto" and not gpu_driver_present() and importlib.util.find_spec("onnxruntime"):
-            # What "auto" would pick without a GPU, minus the slow PyTorch import that checks for CUDA.
-            backend = "onnx"
         engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
         if warm_up:
             engine.warm_up()
