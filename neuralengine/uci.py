@@ -238,10 +238,15 @@ class Loader:
         self.announced = True
 
     def want(self, key: LoadKey) -> None:
+        """Ask for ``key``; a load that failed is tried again (the file may have been fixed)."""
         with self.cond:
             self.wanted = key
-            if self.busy or self.loaded == key:
+            if self.busy:
                 return
+            if self.loaded == key:
+                if self.error is None:
+                    return
+                self.loaded = None
             self.busy = True
         threading.Thread(target=self._run, name="neuralengine-loader", daemon=True).start()
 

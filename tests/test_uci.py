@@ -668,3 +668,20 @@ def test_weights_without_graph_are_exported_quietly(engine_command: list[str], t
         assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     finally:
         proc.close()
+
+
+def test_weights_that_appear_later_are_loaded(engine_command: list[str], tiny_weights: Path, tmp_path: Path) -> None:
+    path = tmp_path / "later.safetensors"
+    proc = Uci(engine_command)
+    try:
+        proc.send(f"setoption name WeightsFile value {path}")
+        assert any("not found" in line for line in proc.ready())
+        path.write_bytes(tiny_weights.read_bytes())
+        path.with_suffix(".onnx").write_bytes(tiny_weights.with_suffix(".onnx").read_bytes())
+        lines = proc.ready()
+        assert not any("error" in line for line in lines) and any("loaded" in line for line in lines)
+        proc.send("position startpos")
+        infos, _ = proc.go("go movetime 2000")
+        assert info_lines(infos)[0]["nodes"] == "20"
+    finally:
+        proc.close()
