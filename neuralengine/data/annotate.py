@@ -1,6 +1,6 @@
 """``neuralengine annotate``: Stockfish scores every legal move of each position.
 
-Each position is searched once with ``MultiPV`` equal to its number of legal
+Each position is searched once with a ``MultiPV`` that covers all its legal
 moves, at a fixed depth (``go depth D``) or node count (``go nodes N``), so
 one search yields an action value for every move. A move's score is the last
 exact (not lower/upper bound) score Stockfish reported for it; with a depth
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from neuralengine.data.positions import PositionError, is_position_line, iter_position_lines, parse_position
-from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
+from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine, search_command
 
 #: Format tag written into every shard's JSON.
 FORMAT = "neuralengine-action-values-text"
@@ -110,6 +110,11 @@ def shard_paths(out_dir: str | os.PathLike[str], name: str, compress: str) -> tu
 # ---------------------------------------------------------------------------
 
 
+#: MultiPV sent once: above any position's number of legal moves (218 at most), and Stockfish
+#: caps it at the number of legal moves, so every move gets its own line.
+ALL_MOVES_MULTIPV = 256
+
+
 def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, report: Any = None,
                    name: str = "", first_line: int = 0) -> tuple[list[str], list[list[Any]], ShardStats]:
     """Annotate positions; returns text lines, game runs ``[[id, count], ...]`` and stats.
@@ -117,17 +122,13 @@ def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, 
     A line without a game id counts as a game of its own, ``<name>#<line>``
     (``first_line`` numbers the first of ``lines``). ``report(positions,
     action_values)`` is called now and then with the increments since its
-    last call.
+    last call. Searches are queued one ahead in Stockfish
+    (:meth:`Stockfish.search_many`), so it never waits for this process.
     """
     stats = ShardStats()
-    out: list[str] = []
-    games: list[list[Any]] = []
-    go = settings.go
     start = last = time.monotonic()
-    done_pos = done_av = 0
-    engine.new_game()
+    jobs: list[tuple[str, list[str], str, str]] = []  # FEN, legal moves, game id, commands
     previous: str | None = None
-    first = True
     for number, line in enumerate(lines, first_line):
         if not is_position_line(line):
             continue
@@ -136,20 +137,26 @@ def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, 
         except PositionError:
             stats.skipped["invalid"] = stats.skipped.get("invalid", 0) + 1
             continue
-        moves = list(board.legal_moves)
+        moves = [m.uci() for m in board.legal_moves]
         if not moves:
             stats.skipped["no_legal_moves"] = stats.skipped.get("no_legal_moves", 0) + 1
             continue
-        if settings.clear_hash == "position" or (settings.clear_hash == "game" and game_id != previous and not first):
-            engine.new_game()
-        first = False
-        previous = game_id
-        engine.set_option("MultiPV", len(moves))
         fen = board.fen()
-        result = engine.search(fen, go)
+        new_game = settings.clear_hash == "position" or (settings.clear_hash == "game" and jobs
+                                                         and game_id != previous)
+        previous = game_id
+        command = ("ucinewgame\n" if new_game else "") + search_command(fen, settings.go)
+        jobs.append((fen, moves, game_id if game_id is not None else f"{name}#{number}", command))
+
+    out: list[str] = []
+    games: list[list[Any]] = []
+    done_pos = done_av = 0
+    engine.new_game()
+    engine.set_option("MultiPV", ALL_MOVES_MULTIPV)
+    results = engine.search_many(job[3] for job in jobs)
+    for (fen, moves, gid, _), result in zip(jobs, results):
         items = []
-        for move in moves:
-            uci = move.uci()
+        for uci in moves:
             score = result.exact.get(uci) or result.bound.get(uci)
             if score is None:
                 break
@@ -158,7 +165,6 @@ def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, 
             stats.skipped["incomplete"] = stats.skipped.get("incomplete", 0) + 1
             continue
         out.append(f"{fen}\t{' '.join(items)}\n")
-        gid = game_id if game_id is not None else f"{name}#{number}"
         if games and games[-1][0] == gid:
             games[-1][1] += 1
         else:
@@ -197,7 +203,7 @@ def shard_metadata(settings: Settings, task: Task, stats: ShardStats, games: lis
     return {
         "format": FORMAT,
         "engine": settings.engine,
-        "engine_options": {"Threads": 1, "Hash": settings.hash_mb, "MultiPV": "number of legal moves"},
+        "engine_options": {"Threads": 1, "Hash": settings.hash_mb, "MultiPV": "all legal moves"},
         "limit": settings.limit,
         "score": "last exact score per move; centipawns or #N mate, side to move",
         "hash_mb": settings.hash_mb,

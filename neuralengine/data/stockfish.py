@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 #: Where Debian and Ubuntu install Stockfish (``apt-get install stockfish``).
 DEBIAN_STOCKFISH = "/usr/games/stockfish"
@@ -58,6 +58,11 @@ def resolve_engine(path: str | None = None) -> list[str]:
     if not os.access(found, os.X_OK):
         raise EngineNotFoundError(f"Stockfish binary {found!r} is not executable")
     return [found, *command[1:]]
+
+
+def search_command(fen: str, go: str, moves: Sequence[str] = ()) -> str:
+    """The ``position`` and ``go`` lines of one search."""
+    return f"position fen {fen}" + (" moves " + " ".join(moves) if moves else "") + f"\ngo {go}\n"
 
 
 @dataclass
@@ -237,8 +242,11 @@ class Stockfish:
 
         :param go: the limit, e.g. ``"depth 7"`` or ``"nodes 20000"``.
         """
-        position = f"position fen {fen}" + (" moves " + " ".join(moves) if moves else "")
-        self.send(f"{position}\ngo {go}")
+        self.send(search_command(fen, go, moves))
+        return self.read_search()
+
+    def read_search(self) -> SearchResult:
+        """Read one search's output, up to and including its ``bestmove``."""
         result = SearchResult(None)
         exact, bound, lines = result.exact, result.bound, result.lines
         readline = self.readline
@@ -258,6 +266,28 @@ class Stockfish:
                     result.depth = info.depth
             else:
                 bound[info.move] = info.score
+
+    def search_many(self, commands: Iterable[str]) -> Iterator[SearchResult]:
+        """Run searches back to back, keeping the next one queued in the engine.
+
+        Each item of ``commands`` is the text that sets up and starts one
+        search (see :func:`search_command`; it may begin with ``ucinewgame``).
+        The next item is written while the current search runs, so Stockfish
+        starts it the moment it prints ``bestmove`` instead of waiting for
+        this process to read the output and answer. Stockfish handles a
+        ``position``/``go`` that arrives during a search only after that search
+        has finished, so the results are exactly those of one-at-a-time
+        searches. The commands must not change options between searches.
+        """
+        it = iter(commands)
+        first = next(it, None)
+        if first is None:
+            return
+        self.send(first)
+        for queued in it:
+            self.send(queued)
+            yield self.read_search()
+        yield self.read_search()
 
     def close(self) -> None:
         """Ask the engine to quit, and kill it if it does not."""
