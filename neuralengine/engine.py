@@ -36,7 +36,7 @@ Time limits are deadlines on :func:`time.monotonic`. The engine keeps an
 estimate of the inference latency, and when the time left is too short for all
 moves in one batch it evaluates them in smaller chunks, stops before the
 deadline and plays the best move evaluated so far (or, if nothing fitted, a
-mate in one or else the first legal move).
+mate in one or else a move chosen by :func:`static_fallback`).
 """
 
 from __future__ import annotations
@@ -545,7 +545,7 @@ class Engine:
 
         result = SearchResult(None, nodes=len(model), complete=complete)
         if not scored:
-            pick = min(mates) if mates else 0
+            pick = min(mates) if mates else moves.index(static_fallback(board, moves))
             result.bestmove = moves[pick]
             if not to_eval:
                 result.fallback = "the node limit allows no evaluation"
@@ -623,15 +623,60 @@ class Engine:
 
     @staticmethod
     def fallback(board: chess.Board) -> chess.Move | None:
-        """A legal move without the network: a mate in one, else the first legal move in action order."""
+        """A legal move without the network: a mate in one, else :func:`static_fallback`."""
         moves, _ = candidate_moves(board)
         for move in moves:
-            board.push(move)
-            mate = board.is_checkmate()
+            if board.gives_check(move):
+                board.push(move)
+                mate = board.is_checkmate()
+                board.pop()
+                if mate:
+                    return move
+        return static_fallback(board, moves) if moves else None
+
+
+#: Piece values for the fallback move, in pawns.
+PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
+
+
+def static_fallback(board: chess.Board, moves: Sequence[chess.Move]) -> chess.Move:
+    """The move played when no network evaluation fits the time: cheap material sense.
+
+    Each move scores the material it wins (capture, promotion) minus what it
+    leaves hanging on its destination square (the moved piece if the square
+    is attacked and not defended, or the difference to the cheapest attacker
+    if it is defended). Ties go to the lowest action index (``moves`` must be
+    in action order). This takes about a millisecond; it is no substitute for
+    the network, only better than an arbitrary legal move.
+    """
+    best, best_score = moves[0], -math.inf
+    for move in moves:
+        gain = 0
+        if board.is_en_passant(move):
+            gain = 1
+        else:
+            captured = board.piece_type_at(move.to_square)
+            if captured is not None and board.color_at(move.to_square) != board.turn:
+                gain = PIECE_VALUES[captured]
+        moved = board.piece_type_at(move.from_square) or chess.PAWN
+        if move.promotion:
+            gain += PIECE_VALUES[move.promotion] - 1
+            moved = move.promotion
+        board.push(move)
+        try:
+            attackers = board.attackers(board.turn, move.to_square)
+            if attackers and not board.is_castling(board.peek()):
+                cheapest = min(PIECE_VALUES[board.piece_type_at(sq) or chess.PAWN] for sq in attackers)
+                defended = bool(board.attackers(not board.turn, move.to_square))
+                loss = PIECE_VALUES[moved] if not defended else max(0, PIECE_VALUES[moved] - cheapest)
+            else:
+                loss = 0
+        finally:
             board.pop()
-            if mate:
-                return move
-        return moves[0] if moves else None
+        score = gain - loss
+        if score > best_score:
+            best, best_score = move, score
+    return best
 
 
 # --------------------------------------------------------------------------

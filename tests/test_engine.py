@@ -34,6 +34,7 @@ from neuralengine.engine import (
     model_fen,
     move_action,
     sample_softmax,
+    static_fallback,
     time_budget,
     wdl_from_win_prob,
 )
@@ -377,6 +378,29 @@ def test_no_time_plays_a_fallback_at_once() -> None:
     # The fallback still plays a mate in one.
     result = engine.search(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
     assert result.bestmove.uci() == "a1a8" and result.ranked[0].mate == 1
+
+
+@pytest.mark.parametrize("fen, expected", [
+    (chess.STARTING_FEN, "b1a3"),  # nothing to win or lose: the lowest action index
+    ("4k3/8/8/3q4/8/8/3R4/4K3 w - - 0 1", "d2d5"),  # a free queen
+    ("4k3/8/2p5/3q4/8/8/3R4/4K3 w - - 0 1", "d2d5"),  # a defended queen for a rook is still good
+    ("4k3/1P6/8/8/8/8/8/4K3 w - - 0 1", "b7b8q"),  # promotion
+    ("4k3/8/8/8/8/2p5/8/Q3K3 w - - 0 1", "a1c3"),  # the pawn is free
+    ("4k3/8/2p5/3p4/8/8/3R4/4K3 w - - 0 1", "e1d1"),  # Rxd5?? cxd5 loses the exchange: a quiet move instead
+])
+def test_static_fallback(fen: str, expected: str) -> None:
+    board = chess.Board(fen)
+    moves, _ = candidate_moves(board)
+    assert static_fallback(board, moves).uci() == expected
+    assert board.fen() == fen
+
+
+def test_fallback_never_hangs_the_queen() -> None:
+    # Qd1-d5?? walks into the pawn on c6 (a loss of 9); the fallback keeps the queen safe.
+    board = chess.Board("4k3/8/2p5/8/8/8/8/3QK3 w - - 0 1")
+    move = Engine.fallback(board)
+    board.push(move)
+    assert not board.attackers(chess.BLACK, move.to_square)
 
 
 def test_short_deadline_evaluates_in_chunks_and_stops_in_time() -> None:
