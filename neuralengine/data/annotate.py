@@ -238,9 +238,15 @@ def start_engine(settings: Settings) -> Stockfish:
 def _worker(wid: int, settings: Settings, tasks: Any, results: Any) -> None:
     """Worker loop: annotate the shards it is handed until it gets ``None``."""
     engine: Stockfish | None = None
+    parent = os.getppid()
     try:
         while True:
-            task = tasks.get()
+            try:
+                task = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    break  # the coordinator was killed: do not linger
+                continue
             if task is None:
                 break
             attempt = 0
@@ -340,6 +346,8 @@ def annotate(inputs: Sequence[Path], settings: Settings, workers: int, split: st
     from neuralengine.progress import Progress
 
     Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
+    for stale in Path(settings.out_dir).glob("*.tmp*"):
+        stale.unlink()  # left by an interrupted run; finished shards never have this suffix
     stems: dict[str, Path] = {}
     for path in inputs:
         stem = path.name.split(".")[0]
