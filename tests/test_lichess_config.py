@@ -361,7 +361,8 @@ def test_cross_field_rules_of_lichess_bot_hold() -> None:
     ("engine.uci_options.MultiPV", 3),
     ("engine.uci_options.go_commands", {"wtime": 1000}),
 ])
-def test_the_rules_reject_what_lichess_bot_rejects(change: str, value: Any) -> None:
+def test_the_rules_catch_bad_settings(change: str, value: Any) -> None:
+    """Each change is one that lichess-bot refuses, ignores silently (a misspelt key) or Lichess rejects."""
     config = copy.deepcopy(load_shipped())
     config["token"] = "from-the-environment"
     *parents, key = change.split(".")
