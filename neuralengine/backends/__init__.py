@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def torch_available() -> bool:
 
 def cuda_available() -> bool:
     """True when PyTorch can use a CUDA GPU. Without an NVIDIA driver it
-    answers at once, without importing PyTorch."""
-    if not torch_available() or not (os.path.exists("/proc/driver/nvidia") or os.environ.get("CUDA_VISIBLE_DEVICES")):
+    answers at once on Linux, without importing PyTorch."""
+    if not torch_available():
+        return False
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
         return False
     import torch
 
