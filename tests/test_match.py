@@ -282,6 +282,17 @@ def test_runner_counts_engine_failures(fake_engine: Path, mode: str, field: str,
     assert match.soak_figures(outcome.games, "bad")[field] == 2
 
 
+def test_classify_end_reasons() -> None:
+    # Reasons as cutechess-cli and fastchess print them.
+    assert match.classify("Black loses on time") == "time forfeit"
+    assert match.classify("Black loses on time (101ms overrun)") == "time forfeit"
+    assert match.classify("White makes an illegal move: e2e5") == "illegal move"
+    assert match.classify("White disconnects") == "crash"
+    assert match.classify("White's connection stalls") == "crash"
+    for fine in ("Black mates", "White wins by adjudication", "Draw by 3-fold repetition", ""):
+        assert match.classify(fine) is None
+
+
 def test_runner_adjudicates_on_reported_scores(fake_engine: Path) -> None:
     a, b = fake("a", "legal", fake_engine), fake("b", "legal", fake_engine)
     jobs = schedule(a, [b], load_openings()[:1], rounds=1)

@@ -215,3 +215,46 @@ def test_truncated_and_garbage_input(shared_data: Path) -> None:
     assert not log.finished
     assert parse_log("").games == []
     assert detect_tool("hello") == "unknown"
+
+
+# The end of a fastchess 1.8.2 run of `neuralengine match --tool fastchess --sprt` (engine traffic removed):
+# "-nan" values, an overrun reason, and the per-player Timeouts/Crashed block.
+FASTCHESS_SPRT_TAIL = """\
+Started game 1 of 4 (sfA vs sf1350)
+Finished game 1 (sfA vs sf1350): 1-0 {White wins by adjudication}
+Started game 2 of 4 (sf1350 vs sfA)
+Finished game 2 (sf1350 vs sfA): 1-0 {Black loses on time (101ms overrun)}
+Started game 3 of 4 (sfA vs sf1350)
+Finished game 3 (sfA vs sf1350): 0-1 {Black wins by adjudication}
+Started game 4 of 4 (sf1350 vs sfA)
+Finished game 4 (sf1350 vs sfA): 0-1 {Black wins by adjudication}
+--------------------------------------------------
+Results of sfA vs sf1350 (1+0.02, 1t, 16MB, openings.epd):
+Elo: -0.00 +/- 0.00, nElo: -nan +/- -nan
+LOS: -nan %, DrawRatio: 100.00 %, PairsRatio: -nan
+Games: 4, Wins: 2, Losses: 2, Draws: 0, Points: 2.0 (50.00 %)
+Ptnml(0-2): [0, 0, 2, 0, 0], WL/DD Ratio: inf
+LLR: -0.01 (-0.4%) (-2.94, 2.94) [0.00, 20.00]
+--------------------------------------------------
+
+Player: sfA
+  Timeouts: 1
+  Crashed: 0
+
+Finished match
+Total Time: 00:00:16 (hours:minutes:seconds)
+"""
+
+
+def test_fastchess_nan_values_and_player_counts() -> None:
+    log = parse_log(FASTCHESS_SPRT_TAIL)
+    assert log.tool == "fastchess" and log.finished
+    s = log.summary
+    assert (s.wins, s.losses, s.draws, s.pentanomial) == (2, 2, 0, [0, 0, 2, 0, 0])
+    assert s.elo == 0.0 and math.isnan(s.nelo) and math.isnan(s.los) and s.draw_ratio == 1.0
+    assert log.terminations == {"sfA": {"Timeouts": 1, "Crashed": 0}}
+    h = head_to_head(log.games, "sfA")["sf1350"]
+    assert h.pentanomial == s.pentanomial
+    assert round(elo.sprt(h.pentanomial, 0, 20).llr, 2) == log.sprt.llr == -0.01
+    assert [g.reason for g in log.games if g.loser() == "sfA"] == ["Black loses on time (101ms overrun)",
+                                                                    "Black wins by adjudication"]

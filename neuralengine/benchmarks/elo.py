@@ -133,7 +133,7 @@ def format_elo(value: float) -> str:
         return "nan"
     if math.isinf(value):
         return "+inf" if value > 0 else "-inf"
-    return f"{value:+.1f}"
+    return f"{value + 0.0:+.1f}" if round(value, 1) != 0 else "0.0"
 
 
 def format_error(value: float) -> str:

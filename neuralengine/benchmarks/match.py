@@ -579,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             games, parsed, peak_kib, exit_code = run_tool(command, out / f"{tool}.log", ours.name, total,
                                                           ours.command, args.quiet)
             tool_log = {"file": f"{tool}.log", "exit_code": exit_code, "games": len(games),
-                        "sprt": parsed.sprt.__dict__ if parsed.sprt else None, "warnings": parsed.warnings[:20]}
+                        "sprt": parsed.sprt.__dict__ if parsed.sprt else None, "warnings": parsed.warnings[:20],
+                        "player_counts": parsed.terminations}
             soak = soak_figures(games, ours.name)
         else:
             games, soak, peak_kib, engine_stats, stopped = _run_builtin(ours, opponents, settings, args.quiet)

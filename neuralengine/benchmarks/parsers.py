@@ -36,6 +36,8 @@ _CC_RANK_HEAD = re.compile(r"^\s*Rank\s+Name\s+Elo\s+\+/-\s+Games\s+Score\s+Draw
 _CC_RANK_ROW = re.compile(rf"^\s*(\d+)\s+(.+?)\s+({_NUM})\s+({_NUM})\s+(\d+)\s+({_NUM})%\s+({_NUM})%\s*$")
 _CC_PLAYER = re.compile(r"^Player: (.+)$")
 _CC_REASON = re.compile(r'^\s+"(Win|Loss|Draw): (.*)": (\d+)\s*$')
+# fastchess's per-player block ("Player: X" then "  Timeouts: 1", "  Crashed: 0")
+_FC_PLAYER_COUNT = re.compile(r"^\s+([A-Za-z][A-Za-z /-]*): (\d+)\s*$")
 # fastchess
 _FC_RESULTS = re.compile(r"^Results of (.+?) vs (.+?) \((.*)\):\s*$")
 _FC_ELO = re.compile(rf"^Elo: ({_NUM}) \+/- ({_NUM}), nElo: ({_NUM}) \+/- ({_NUM})")
@@ -264,6 +266,10 @@ class LogParser:
         m = _CC_REASON.match(line)
         if m and self._player is not None:
             log.terminations[self._player][f"{m[1]}: {m[2]}"] = int(m[3])
+            return True
+        m = _FC_PLAYER_COUNT.match(line)
+        if m and self._player is not None:
+            log.terminations[self._player][m[1]] = int(m[2])
             return True
         return False
 
