@@ -416,6 +416,11 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         bar.close()
+    if test is not None and step and (last.get("step") != step or "test_loss" not in last):
+        # Stopped by the time limit or a signal: measure the final model too.
+        ema_model = Transformer(cfg).to(device)
+        ema_model.load_state_dict(ema)
+        last = {"step": step, **evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)}
     elapsed = elapsed_before + time.monotonic() - t0
     save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values, "elapsed": elapsed})
     plot_metrics(metrics_path, run / "metrics.png")
