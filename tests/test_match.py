@@ -324,6 +324,7 @@ def replay_tool(tmp_path: Path, log: Path) -> Path:
     script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(f"""\
         import sys
         open({str(tmp_path / 'argv.txt')!r}, "w").write("\\n".join(sys.argv[1:]))
+        open("state.json", "w").write("{{}}")  # fastchess saves its state in its working folder
         sys.stdout.write(open({str(log)!r}).read())
         """))
     script.chmod(0o755)
@@ -347,6 +348,7 @@ def test_wrapper_reads_cutechess_results(tmp_path: Path, shared_data: Path) -> N
     assert row["trinomial"]["error"] is None  # the interval reaches a score below 0
     assert report["soak"]["time_forfeits"] == 1 and report["soak"]["crashes"] == 0
     assert report["tool_log"]["games"] == 12
+    assert (out / "state.json").is_file()  # the tool ran in the output folder
     assert (out / "cutechess.log").read_text() == (shared_data / "tournament_logs" / "cutechess_match.log").read_text()
     assert (out / "elo.png").stat().st_size > 1000
 

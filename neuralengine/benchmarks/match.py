@@ -216,8 +216,9 @@ def run_tool(cmd: list[str], log_path: Path, ours: str, total: int, watch: Seque
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log_file:
         try:
+            # In the output folder: fastchess saves its resumable state (config.json) in its working folder.
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", bufsize=1)
+                                    errors="replace", bufsize=1, cwd=log_path.parent)
         except OSError as exc:
             raise RunnerError(f"cannot run {cmd[0]}: {exc}") from None
         watcher = MemoryWatcher(proc.pid, watch)
@@ -455,8 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def absolute_command(command: list[str]) -> list[str]:
+    """``command`` with a relative program path made absolute (the tools run in the output folder)."""
+    if command and os.sep in command[0] and not os.path.isabs(command[0]) and os.path.exists(command[0]):
+        return [os.path.abspath(command[0])] + command[1:]
+    return command
+
+
 def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], dict[str, float]]:
-    cmd = shlex.split(args.engine_cmd) if args.engine_cmd else our_engine_command()
+    cmd = absolute_command(shlex.split(args.engine_cmd)) if args.engine_cmd else our_engine_command()
     options = dict(_name_value(o, "--engine-option") for o in args.engine_option)
     if args.weights:
         weights = Path(args.weights)
@@ -485,7 +493,7 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
         parts = shlex.split(command)
         if not parts:
             raise ValueError(f"--opponent {text!r} has no command")
-        opponents.append(EngineSpec(name, parts))
+        opponents.append(EngineSpec(name, absolute_command(parts)))
     names = [ours.name] + [o.name for o in opponents]
     if len(set(names)) != len(names):
         raise ValueError(f"engine names must differ: {names}")
@@ -527,7 +535,7 @@ def _choose_tool(args: argparse.Namespace) -> tuple[str, str | None]:
     for tool in order:
         path = find_tool(tool, getattr(args, tool))
         if path:
-            return tool, path
+            return tool, os.path.abspath(path) if os.path.exists(path) else path
     if args.tool != "auto":
         raise ValueError(f"{args.tool} not found: put it on PATH or pass --{args.tool} PATH")
     return "builtin", None
