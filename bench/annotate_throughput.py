@@ -20,7 +20,10 @@ core:
 
 The hash is cleared once at the start of each run and never in between (as
 ``bench`` does). Contenders run in turns, ``--rounds`` times, so that load
-from other processes spreads evenly; the best round of each is reported.
+from other processes spreads evenly; the best round of each is reported, and
+so is the median over rounds of each contender's speed relative to
+``stockfish-bench`` run just before it (the ratio least disturbed by load that
+comes and goes). Keep ``stockfish-bench`` first in ``--only``.
 
 Two measures: wall-clock time, and CPU time (this process plus every child
 process: Stockfish, workers). On a machine shared with other jobs the wall
@@ -174,13 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     action_values = sum(b.legal_moves.count() for b in boards)
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
+    ratios: dict[str, list[float]] = {}
     for r in range(args.rounds):
+        reference = None
         for name in args.only:
             before = cpu_seconds()
             seconds = CONTENDERS[name](command, boards, go, args.hash_mb)
             cpu = cpu_seconds() - before
             best[name] = min(best.get(name, float("inf")), seconds)
             best_cpu[name] = min(best_cpu.get(name, float("inf")), cpu)
+            if name == "stockfish-bench":
+                reference = seconds
+            elif reference is not None:
+                ratios.setdefault(name, []).append(reference / seconds)
             print(f"round {r + 1} {name:>16}: {seconds:7.2f} s wall {cpu:7.2f} s CPU  "
                   f"{len(boards) / seconds:7.1f} positions/s  {action_values / seconds:8.0f} action values/s",
                   file=sys.stderr)
@@ -194,9 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio_cpu = f"{100 * ref_cpu / cpu:.1f}%" if ref_cpu else "-"
         print(f"{name:>16} {seconds:8.2f} {len(boards) / seconds:8.1f} {action_values / seconds:8.0f} {ratio:>9} "
               f"{cpu:8.2f} {action_values / cpu:9.0f} {ratio_cpu:>9}")
+    if ratios:
+        print("\nthroughput relative to stockfish-bench in the same round (median, min..max over rounds):")
+        for name, values in ratios.items():
+            values = sorted(values)
+            print(f"{name:>16} {100 * values[len(values) // 2]:6.1f}%  ({100 * values[0]:.1f}..{100 * values[-1]:.1f}%)")
     if args.json:
         Path(args.json).write_text(json.dumps({"positions": len(boards), "action_values": action_values, "go": go,
-                                               "wall_seconds": best, "cpu_seconds": best_cpu}, indent=1) + "\n")
+                                               "wall_seconds": best, "cpu_seconds": best_cpu,
+                                               "paired_ratios": ratios}, indent=1) + "\n")
     return 0
 
 

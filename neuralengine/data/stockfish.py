@@ -60,6 +60,17 @@ def resolve_engine(path: str | None = None) -> list[str]:
     return [found, *command[1:]]
 
 
+def _enlarge_pipe(stream: object) -> None:
+    """Give the engine's output pipe 1 MiB (Linux), so that Stockfish never
+    blocks on a full pipe while this process waits for the CPU."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)  # type: ignore[attr-defined]
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass
+
+
 def search_command(fen: str, go: str, moves: Sequence[str] = ()) -> str:
     """The ``position`` and ``go`` lines of one search."""
     return f"position fen {fen}" + (" moves " + " ".join(moves) if moves else "") + f"\ngo {go}\n"
@@ -142,6 +153,7 @@ class Stockfish:
                                             stderr=subprocess.DEVNULL, text=True, bufsize=1)
         except OSError as exc:
             raise EngineNotFoundError(f"cannot start {self.command[0]!r}: {exc}") from None
+        _enlarge_pipe(self.process.stdout)
         try:
             self._handshake()
             for name, value in (options or {}).items():
