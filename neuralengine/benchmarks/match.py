@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="neuralengine match",
         description="Play neuralengine against opponents with cutechess-cli, fastchess or the built-in runner, "
-                    "and report Elo with 95 %% intervals.")
+                    "and report Elo with 95 % intervals.")
     g = p.add_argument_group("our engine")
     g.add_argument("--weights", help="weights file (sets the WeightsFile option; default: the shipped model)")
     g.add_argument("--engine-cmd", help="command that starts our engine (default: this installation's neuralengine)")
