@@ -70,6 +70,7 @@ def test_selfplay_games_are_legal_mixed_and_split_by_game(stockfish_path, tmp_pa
     run = meta["runs"][-1]
     assert run["games"] == 6 and run["sources"][0]["engine"].startswith("Stockfish")
     assert sum(run["sources"][0]["endings"].values()) == 6
+    assert sum(run["sources"][0]["sides_by_policy"].values()) == 12
     assert meta["positions"]["train"] + meta["positions"]["test"] == len(rows)
     # Every game starts at the initial position, so all but the first lose it to de-duplication.
     assert run["duplicates"] >= 5

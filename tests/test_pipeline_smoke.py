@@ -55,7 +55,7 @@ def test_datagen_annotate_prepare_train_play(stockfish_path, engine_command, tmp
     test_fens = (positions / "test.fen").read_text().splitlines()
     assert len(train_fens) > 50 and test_fens
 
-    run(engine_command, "annotate", str(positions / "train.fen"), str(positions / "test.fen"),
+    run(engine_command, "annotate", str(positions),
         "--out", str(annotated), "--depth", "2", "--workers", "2", "--shard-size", "100",
         "--stockfish", stockfish_path, "--quiet")
     sidecars = sorted(annotated.glob("*.json"))

@@ -502,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes text shards FEN<TAB>move:score ... with a JSON sidecar each; reruns skip "
                     "finished shards.")
     p.add_argument("inputs", nargs="+", metavar="POSITIONS",
-                   help="positions files (FEN<TAB>game_id per line, as written by datagen; FEN or EPD lines work too)")
+                   help="positions files (FEN<TAB>game_id per line, as written by datagen; FEN or EPD lines work "
+                        "too), or folders: their *.fen files")
     p.add_argument("--out", required=True, help="output folder for the annotated shards")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--depth", type=int, help="search depth per position (default 7)")
@@ -525,9 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuralengine annotate``."""
     args = build_parser().parse_args(argv)
-    inputs = [Path(p) for p in args.inputs]
-    for path in inputs:
-        if not path.is_file():
+    inputs: list[Path] = []
+    for name in args.inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(path.glob("*.fen"))
+            if not found:
+                print(f"annotate: no *.fen files in {path}", file=sys.stderr)
+                return 2
+            inputs.extend(found)
+        elif path.is_file():
+            inputs.append(path)
+        else:
             print(f"annotate: no such file: {path}", file=sys.stderr)
             return 2
     for name in ("depth", "nodes", "workers", "hash_mb", "shard_size"):

@@ -433,16 +433,19 @@ def main(argv: list[str] | None = None) -> int:
             bar = Progress("datagen self-play", total=todo, unit="games", enabled=not args.quiet)
             before = dict(writer.counts)
             reasons: dict[str, int] = {}
+            sides: dict[str, int] = {}
             for record in run_selfplay(command, cfg, args.games, workers, writer.games_seen):
                 writer.add_game(record.game_id, record.fens)
                 reasons[record.reason] = reasons.get(record.reason, 0) + 1
+                for side in record.sides:
+                    sides[side.split()[0]] = sides.get(side.split()[0], 0) + 1
                 bar.update(1, postfix=f"{writer.counts['train'] + writer.counts['test']} positions")
             bar.close()
             settings = asdict(cfg)
             settings["book"] = args.book and Path(args.book).name
             sources.append({"selfplay": settings, "engine": engine_name, "games": writer.counts["games"]
                             - before["games"], "positions": sum(writer.counts[s] - before[s] for s in SPLITS),
-                            "endings": reasons})
+                            "endings": reasons, "sides_by_policy": sides})
     except KeyboardInterrupt:
         print("\ndatagen: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
