@@ -314,6 +314,31 @@ def repetition_draw(board: chess.Board) -> bool:
     return board.is_fivefold_repetition() or board.can_claim_threefold_repetition()
 
 
+def repetition_possible(board: chess.Board) -> bool:
+    """Whether any legal move of ``board`` can be a :func:`repetition_draw`.
+
+    A claim after a move (or after the opponent's reply) needs a position
+    that has already occurred twice since the last irreversible move, so if
+    no position of that stretch of history occurred twice, no move needs the
+    (costly) per-move check.
+    """
+    if not board.move_stack:
+        return False
+    seen: set[str] = set()
+    probe = board.copy()
+    key = " ".join(probe.fen().split(" ")[:4])
+    seen.add(key)
+    while probe.move_stack:
+        move = probe.pop()
+        if probe.is_irreversible(move):
+            break
+        key = " ".join(probe.fen().split(" ")[:4])
+        if key in seen:
+            return True
+        seen.add(key)
+    return False
+
+
 def sample_softmax(values: Sequence[float], temperature: float, rng: random.Random) -> int:
     """Index drawn from ``softmax(values / temperature)``."""
     top = max(values)
@@ -522,11 +547,12 @@ class Engine:
 
         # Immediate draws, for the evaluated moves.
         terminal: dict[int, str] = {i: RULE_MATE for i in mates}
+        check_repetition = repetition_possible(board)
         for i in model:
             if i in mates:
                 continue
             board.push(moves[i])
-            if board.is_stalemate() or board.is_insufficient_material() or repetition_draw(board):
+            if board.is_stalemate() or board.is_insufficient_material() or (check_repetition and repetition_draw(board)):
                 terminal[i] = RULE_DRAW
             board.pop()
 

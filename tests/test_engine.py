@@ -541,3 +541,33 @@ def test_shared_board_model_scores_like_pytorch(tiny_shared_weights: Path) -> No
     assert len(result.ranked) == len(moves)
     for scored in result.ranked:
         assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-4)
+
+
+def test_repetition_prefilter_never_hides_a_repetition_draw():
+    """The cheap history check must say "possible" whenever some move really
+    is a repetition draw; random shuffling games produce many of both."""
+    from neuralengine.engine import repetition_draw, repetition_possible
+
+    rng = random.Random(7)
+    hits = skipped = 0
+    for _ in range(30):
+        board = chess.Board()
+        for _ in range(60):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            # Prefer knight and king moves so that positions repeat often.
+            shuffles = [m for m in moves if board.piece_type_at(m.from_square) in (chess.KNIGHT, chess.KING)
+                        and not board.is_capture(m)]
+            board.push(rng.choice(shuffles or moves))
+            draws = []
+            for m in board.legal_moves:
+                board.push(m)
+                draws.append(repetition_draw(board))
+                board.pop()
+            if any(draws):
+                hits += 1
+                assert repetition_possible(board)
+            elif not repetition_possible(board):
+                skipped += 1
+    assert hits > 20 and skipped > 100
