@@ -661,6 +661,22 @@ class Engine:
         return static_fallback(board, moves) if moves else None
 
 
+def fallback_score(board: chess.Board, move: chess.Move) -> str:
+    """A UCI ``score`` for a move chosen without the network: ``mate 1`` for a
+    mate in one, else the material balance after the move (side to move's
+    view, 100 cp a pawn, within the network's ±1505 cp range). Resign and
+    draw logic in front ends read a score from every search."""
+    board.push(move)
+    try:
+        if board.is_checkmate():
+            return "mate 1"
+        mover = not board.turn
+        balance = sum(PIECE_VALUES[p.piece_type] * (1 if p.color == mover else -1) for p in board.piece_map().values())
+    finally:
+        board.pop()
+    return f"cp {max(-1500, min(1500, 100 * balance))}"
+
+
 #: Piece values for the fallback move, in pawns.
 PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
 

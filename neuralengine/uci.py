@@ -490,7 +490,10 @@ class SearchJob(threading.Thread):
             move = next(iter(self.board.legal_moves))
         out.info(f"no network available ({reason}); playing a legal move without evaluation")
         elapsed = int((time.monotonic() - self.started) * 1000)
-        out.send(f"info depth 1 seldepth 1 multipv 1 nodes 0 nps 0 time {elapsed} pv {self.board.uci(move)}")
+        from neuralengine.engine import fallback_score
+
+        out.send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(self.board, move)} nodes 0 nps 0 "
+                 f"time {elapsed} pv {self.board.uci(move)}")
         self._finish(move, None)
 
     def _report(self, result: SearchResult) -> None:
@@ -505,8 +508,10 @@ class SearchJob(threading.Thread):
             out.info(f"evaluated {result.nodes} of {self.board.legal_moves.count()} moves before the limit")
         if not result.ranked:
             assert result.bestmove is not None
-            out.send(f"info depth 1 seldepth 1 multipv 1 nodes {result.nodes} nps {nps} time {time_ms} "
-                     f"pv {board.uci(result.bestmove)}")
+            from neuralengine.engine import fallback_score
+
+            out.send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(board, result.bestmove)} "
+                     f"nodes {result.nodes} nps {nps} time {time_ms} pv {board.uci(result.bestmove)}")
             return
         show_wdl = bool(self.option("UCI_ShowWDL"))
         lines = result.ranked[:int(self.option("MultiPV"))]

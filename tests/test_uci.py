@@ -615,12 +615,15 @@ def test_missing_weights_still_play_legal_moves(engine_command: list[str], tmp_p
         proc.send("position startpos moves e2e4")
         infos, best = proc.go("go wtime 5000 btime 5000")
         assert any("no network" in line for line in infos)
+        # Front ends (lichess-bot's resign and draw rules) read a score from every search.
+        assert any(" score cp 0 " in line for line in infos if line.startswith("info depth"))
         board = chess.Board()
         board.push_uci("e2e4")
         assert chess.Move.from_uci(bestmove_of(best)) in board.legal_moves
         proc.send(f"position fen {BACK_RANK_MATE}")
-        _, best = proc.go("go movetime 100")
+        infos, best = proc.go("go movetime 100")
         assert best == "bestmove a1a8"  # the fallback still finds a mate in one
+        assert any(" score mate 1 " in line for line in infos)
     finally:
         proc.close()
 
