@@ -390,6 +390,7 @@ class SearchJob(threading.Thread):
         self.control = SearchControl(None if waiting or self.budget is None else started + self.budget)
         self.wait_for_stop = waiting
         self.release = threading.Event()  # set by stop or ponderhit
+        self.answered = threading.Event()  # set once bestmove is out
         self.done = threading.Event()
 
     def option(self, name: str) -> Any:
@@ -427,14 +428,15 @@ class SearchJob(threading.Thread):
         if self.wait_for_stop:
             self.release.wait()
         if move is None:
-            self.server.out.send("bestmove (none)")
-            return
-        line = f"bestmove {self.board.uci(move)}"
-        if ponder is not None and self.option("Ponder"):
-            self.board.push(move)
-            line += f" ponder {self.board.uci(ponder)}"
-            self.board.pop()
+            line = "bestmove (none)"
+        else:
+            line = f"bestmove {self.board.uci(move)}"
+            if ponder is not None and self.option("Ponder"):
+                self.board.push(move)
+                line += f" ponder {self.board.uci(ponder)}"
+                self.board.pop()
         self.server.out.send(line)
+        self.answered.set()
 
     def _searchmoves(self) -> list[chess.Move] | None:
         if not self.params.searchmoves:
@@ -720,8 +722,11 @@ class UciServer:
 
     def cmd_go(self, args: list[str], now: float) -> None:
         if self.job is not None and not self.job.done.is_set():
-            self.out.info("go while a search is running: the running search is stopped first")
-            self.stop_search()
+            if self.job.answered.is_set():
+                self.job.done.wait()  # the bestmove is out; the thread is only returning
+            else:
+                self.out.info("go while a search is running: the running search is stopped first")
+                self.stop_search()
         if not self.position_set:
             self.out.info("go without a position: searching the start position")
         if self.board is None:
