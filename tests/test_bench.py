@@ -109,13 +109,18 @@ def test_bench_table_and_compare_attention(capsys: pytest.CaptureFixture[str]) -
     assert "shared_board vs full attention" in text
     assert "positions/s" in text and "random weights" in text
     code = speed.main(["--compare-attention", "--preset", "tiny", "--backend", "torch-cpu", "--positions", "3",
-                       "--quiet", "--json"])
+                       "--quiet", "--json", "--train"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     full, shared = report["results"]
     assert (full["label"], shared["label"]) == ("full", "shared_board")
     assert full["model"]["parameters"] == shared["model"]["parameters"]
     assert full["nodes"] == shared["nodes"]
+    # Training steps of both layouts learn from the same positions' action values.
+    training = {r["attention"]: r for r in report["training"]}
+    assert set(training) == {"full", "shared_board"}
+    assert training["full"]["action_values"] == training["shared_board"]["action_values"] > 0
+    assert all(r["action_values_per_s"] > 0 for r in training.values())
     (comparison,) = report["comparison"]
     assert comparison["positions_speedup"] == pytest.approx(
         shared["positions_per_s"] / full["positions_per_s"])

@@ -199,6 +199,42 @@ def write_random_model(folder: str | os.PathLike[str], cfg: Any, seed: int = 0, 
     return path
 
 
+def training_comparison(configs: list[Any], positions: list[Any], threads: int, batch_size: int = 32,
+                        steps: int = 3, rounds: int = 2) -> list[dict[str, Any]]:
+    """Training action values/s of each model layout on the suite positions.
+
+    Real training steps (forward, backward, AdamW) on batches of the suite's
+    positions with all their legal moves (targets are random: only the cost
+    is measured). The layouts alternate for ``rounds`` rounds and each keeps
+    its best round, so a busy machine affects both alike.
+    """
+    import chess
+    import numpy as np
+    import torch
+
+    from neuralengine.data.shards import Position, Shard, write_shard
+    from neuralengine.encoding import legal_actions, tokenize_board
+    from neuralengine.train import ActionValueData, training_throughput
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, pos in enumerate(positions):
+        board = chess.Board(pos.fen)
+        _, actions = legal_actions(board)
+        if len(actions):
+            samples.append(Position(tokenize_board(board), actions, rng.random(len(actions)), i))
+    with tempfile.TemporaryDirectory(prefix="neuralengine-bench-train-") as tmp:
+        data = ActionValueData([Shard(write_shard(Path(tmp) / "suite.neav", samples))])
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):
+        for cfg in configs:
+            r = training_throughput(cfg, data, batch_size=batch_size, steps=steps, warmup=1)
+            if cfg.attention not in best or r["action_values_per_s"] > best[cfg.attention]["action_values_per_s"]:
+                best[cfg.attention] = r
+    return [{"attention": a, **r} for a, r in best.items()]
+
+
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
@@ -252,6 +288,13 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"  {c['backend']:<11} positions/s {_fmt(c['full_positions_per_s'], '.2f')} -> "
                          f"{_fmt(c['shared_positions_per_s'], '.2f')}  x{_fmt(c['positions_speedup'], '.1f')};  "
                          f"median move latency x{_fmt(c['latency_speedup'], '.1f')} faster")
+    if report.get("training"):
+        t = {r["attention"]: r for r in report["training"]}
+        lines.append("")
+        lines.append("training (forward + backward + AdamW, action values/s): " + ", ".join(
+            f"{a} {_fmt(r['action_values_per_s'], '.0f')}" for a, r in t.items()))
+        if "full" in t and "shared_board" in t:
+            lines.append(f"  shared_board / full: x{_fmt(t['shared_board']['action_values_per_s'] / t['full']['action_values_per_s'], '.1f')}")
     return "\n".join(lines)
 
 
@@ -271,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure random full and shared_board models of equal size side by side")
     parser.add_argument("--preset", default="9M",
                         help="model size for --compare-attention (tiny, small, 9M, ...; default 9M)")
+    parser.add_argument("--train", action="store_true",
+                        help="with --compare-attention, also time training steps of both layouts")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--out", help="also write the JSON report to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -354,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.passes, label, progress=not args.quiet))
                 except (WeightsError, ValueError, RuntimeError, OSError) as exc:
                     errors.append({"label": label, "backend": backend, "error": str(exc)})
+        training = None
+        if args.compare_attention and args.train:
+            if not args.quiet:
+                print("bench: timing training steps of both layouts", file=err)
+            training = training_comparison(configs, positions, args.threads)
         record = run_record(None if args.compare_attention else models[0][1])
     finally:
         if tmp is not None:
@@ -384,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_speedup": fd["move_latency_ms"]["median"] / sd["move_latency_ms"]["median"],
             })
         report["comparison"] = comparison
+        if training:
+            report["training"] = training
     report = jsonable(report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
