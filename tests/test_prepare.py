@@ -15,7 +15,7 @@ from neuralengine.data.bag import BagError, BagReader, decode_action_value, enco
     iter_bag_positions, write_bag
 from neuralengine.data.prepare import main
 from neuralengine.data.shards import Shard, open_shards
-from neuralengine.data.text import convert_text, iter_games, parse_line, position_key
+from neuralengine.data.text import iter_games, parse_line, position_key
 from neuralengine.encoding import MOVE_TO_ACTION, tokenize
 
 DATA = Path(__file__).parent / "data" / "av"
@@ -37,17 +37,6 @@ def key_of(tokens: np.ndarray) -> bytes:
 
 def load(folder: Path, split: str) -> list[Shard]:
     return sorted((s for s in open_shards([folder]) if s.path.name.startswith(split)), key=lambda s: s.path.name)
-
-
-def test_plain_text_gives_what_convert_text_gives(tmp_path):
-    assert main([*map(str, SAMPLES), "--out", str(tmp_path / "ours"), "--test-fraction", "0.3", "--quiet"]) == 0
-    convert_text(SAMPLES, tmp_path / "reference", test_fraction=0.3, progress=False)
-    for split in ("train", "test"):
-        ours, ref = load(tmp_path / "ours", split), load(tmp_path / "reference", split)
-        assert [s.path.name for s in ours] == [s.path.name for s in ref] == [f"{split}-0000.neav"]
-        for name in ("boards", "offsets", "actions", "win_probs", "game_ids"):
-            np.testing.assert_array_equal(getattr(ours[0], name), getattr(ref[0], name))
-    assert len(load(tmp_path / "ours", "test")[0]) > 0
 
 
 def test_splits_share_no_game_and_no_position(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import lzma
-from collections import defaultdict
 from pathlib import Path
 
 import chess
@@ -183,8 +182,8 @@ def test_convert_real_text(sample_files: list[Path], tmp_path: Path) -> None:
     assert len(splits["train"]) >= 2  # shard_size splits the output
     for name, shards in splits.items():
         for shard in shards:
-            assert shard.metadata["split"] == name and shard.metadata["depth"] == 7
-            assert shard.metadata["sources"] == [p.name for p in sample_files]
+            assert shard.metadata["split"] == name and shard.metadata["limit"] == {"depth": 7}
+            assert [s["file"] for s in shard.metadata["sources"]] == [p.name for p in sample_files]
             assert len(shard) <= 400
     assert stats["train"] == sum(len(s) for s in splits["train"]) > 0
     assert stats["test"] == sum(len(s) for s in splits["test"]) > 0

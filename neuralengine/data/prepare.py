@@ -18,8 +18,8 @@ Splitting, by game, in this order of precedence:
 
 Positions are de-duplicated by FEN without the move counters within each
 split, and test positions that also occur in training are dropped, so the two
-never share a position. For plain text these rules give exactly what
-:func:`neuralengine.data.text.convert_text` gives.
+never share a position. :func:`neuralengine.data.text.convert_text` is this
+conversion for plain text files.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import IO, Iterator, Sequence
 import chess
 import numpy as np
 
-from neuralengine.data.shards import Position, write_shard
+from neuralengine.data.shards import Position
 from neuralengine.encoding import MOVE_TO_ACTION, cp_to_win_prob, tokenize
 
 
@@ -100,41 +100,15 @@ def convert_text(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     Positions are de-duplicated by FEN without move counters within each
     split, games go wholly to one split, and test positions that also occur
     in a training game are dropped, so the splits never share a position.
+    ``metadata`` may name the ``engine`` and its ``depth`` or ``nodes``. This
+    is :func:`neuralengine.data.prepare.prepare` for plain text files.
     """
-    from neuralengine.progress import Progress
+    from neuralengine.data.prepare import Source, prepare
 
-    out = Path(out_dir)
-    splits: dict[str, list[Position]] = {"train": [], "test": []}
-    seen: dict[str, set[str]] = {"train": set(), "test": set()}
-    test_keys: dict[str, Position] = {}
-    stats = {"games": 0, "lines": 0, "train": 0, "test": 0, "duplicates": 0, "test_overlap_dropped": 0}
-    bar = Progress("reading", unit="games", enabled=progress)
-    for game_no, (game_key, lines) in enumerate(iter_games(paths)):
-        split = "test" if is_test_game(game_key, test_fraction) else "train"
-        stats["games"] += 1
-        for fen, moves, probs in lines:
-            stats["lines"] += 1
-            key = position_key(fen)
-            if key in seen[split] or not moves:
-                stats["duplicates"] += 1
-                continue
-            seen[split].add(key)
-            pos = to_position(fen, moves, probs, game_no)
-            if split == "test":
-                test_keys[key] = pos
-            else:
-                splits["train"].append(pos)
-        bar.update(1)
-    bar.close()
-    overlap = seen["train"] & set(test_keys)
-    stats["test_overlap_dropped"] = len(overlap)
-    splits["test"] = [p for k, p in test_keys.items() if k not in overlap]
     meta = dict(metadata or {})
-    meta["sources"] = [Path(p).name for p in paths]
-    for split, positions in splits.items():
-        stats[split] = len(positions)
-        for i in range(0, max(len(positions), 1), shard_size):
-            chunk = positions[i : i + shard_size]
-            if chunk:
-                write_shard(out / f"{split}-{i // shard_size:04d}.neav", chunk, {**meta, "split": split})
-    return stats
+    limit = {k: int(meta[k]) for k in ("depth", "nodes") if k in meta}
+    sources = [Source(Path(p), "text") for p in paths]
+    stats = prepare(sources, Path(out_dir), test_fraction=test_fraction, shard_size=shard_size,
+                    engine=meta.get("engine"), limit=limit or None, progress=progress)
+    return {"games": stats.games, "lines": stats.lines, "train": stats.train, "test": stats.test,
+            "duplicates": stats.duplicates + stats.no_moves, "test_overlap_dropped": stats.test_overlap_dropped}
