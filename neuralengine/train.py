@@ -287,9 +287,9 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     rows = list(csv.DictReader(open(csv_path)))
     if not rows:
         return
-    step = [int(r["step"]) for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(step, [float(r["train_loss"]) for r in rows], label="train loss")
+    trained = [(int(r["step"]), float(r["train_loss"])) for r in rows if r.get("train_loss")]
+    ax1.plot([t[0] for t in trained], [t[1] for t in trained], label="train loss")
     evals = [(int(r["step"]), float(r["test_loss"]), float(r["action_accuracy"]), float(r["kendall_tau"]))
              for r in rows if r.get("test_loss")]
     if evals:
@@ -427,6 +427,8 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
         ema_model = Transformer(cfg).to(device)
         ema_model.load_state_dict(ema)
         last = {"step": step, **evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)}
+        with open(metrics_path, "a", newline="") as fh:
+            csv.writer(fh).writerow([last.get(f, "") for f in fields])
     elapsed = elapsed_before + time.monotonic() - t0
     save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values, "elapsed": elapsed})
     plot_metrics(metrics_path, run / "metrics.png")
