@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,3 +28,19 @@ def default_weights() -> Path:
         if candidate.is_file():
             return candidate
     return candidates[0]
+
+
+#: Places Stockfish is installed by package managers, tried after ``PATH``
+#: (Debian/Ubuntu's ``apt-get install stockfish`` puts it in ``/usr/games``).
+STOCKFISH_CANDIDATES = ("/usr/games/stockfish", "/usr/local/bin/stockfish", "/opt/homebrew/bin/stockfish")
+
+
+def find_stockfish() -> str | None:
+    """The Stockfish executable: ``stockfish`` on ``PATH``, else a usual install place."""
+    found = shutil.which("stockfish")
+    if found:
+        return found
+    for candidate in STOCKFISH_CANDIDATES:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None

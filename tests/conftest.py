@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from neuralengine.config import ModelConfig, preset
+from neuralengine.paths import find_stockfish
 from neuralengine.weights import save_weights
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-STOCKFISH = shutil.which("stockfish") or ("/usr/games/stockfish" if os.path.exists("/usr/games/stockfish") else None)
+STOCKFISH = find_stockfish()
 
 
 def random_tensors(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:

@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import random
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +36,7 @@ import chess
 import chess.engine
 import pytest
 import yaml
+from uci_pipe import Uci
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((REPO / "lichess_bot_config.yml").read_text(encoding="utf-8"))
@@ -317,113 +315,67 @@ def test_time_scramble_with_the_configured_overhead(launch: chess.engine.SimpleE
     assert any(limit.white_clock == 0.001 for limit in bot.limits), "the engine never saw lichess-bot's 1 ms floor"
 
 
-class RawEngine:
-    """The engine on raw pipes, started through the launcher; stdout is read on a thread."""
+def start_through_launcher(bot_folder: Path, tiny_weights: Path, engine_command: list[str]) -> Uci:
+    """The engine on raw pipes, started through the launcher from lichess-bot's folder."""
+    env = dict(os.environ, NEURALENGINE_WEIGHTS=str(tiny_weights))
+    env.update({"NEURALENGINE_COMMAND": engine_command[0]} if len(engine_command) == 1
+               else {"NEURALENGINE_PYTHON": sys.executable})
+    path = bot_folder / CONFIG["engine"]["dir"] / CONFIG["engine"]["name"]
+    return Uci([str(path)], env=env, cwd=bot_folder)
 
-    def __init__(self, bot_folder: Path, tiny_weights: Path, engine_command: list[str]) -> None:
-        env = dict(os.environ, NEURALENGINE_WEIGHTS=str(tiny_weights))
-        env.update({"NEURALENGINE_COMMAND": engine_command[0]} if len(engine_command) == 1
-                   else {"NEURALENGINE_PYTHON": sys.executable})
-        path = bot_folder / CONFIG["engine"]["dir"] / CONFIG["engine"]["name"]
-        self.proc = subprocess.Popen([str(path)], cwd=bot_folder, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._pump, daemon=True)
-        self.reader.start()
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+def send(raw: Uci, *lines: str) -> None:
+    for line in lines:
+        raw.send(line)
 
-    def send(self, *lines: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("".join(line + "\n" for line in lines))
-        self.proc.stdin.flush()
 
-    def read_until(self, prefix: str, timeout: float = ENGINE_TIMEOUT) -> list[str]:
-        """Lines up to and including the first that starts with ``prefix``."""
-        got: list[str] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            got.append(line)
-            if line.startswith(prefix):
-                return got
-        raise AssertionError(f"no {prefix!r} within {timeout} s; got {got}")
-
-    def read_for(self, seconds: float) -> list[str]:
-        """Everything printed within ``seconds``."""
-        got: list[str] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            got.append(line)
-        return got
-
-    def quit(self) -> int:
-        self.send("quit")
-        return self.proc.wait(timeout=ENGINE_TIMEOUT)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def quit_engine(raw: Uci) -> int:
+    raw.send("quit")
+    return raw.proc.wait(timeout=ENGINE_TIMEOUT)
 
 
 @pytest.fixture
-def raw(bot_folder: Path, tiny_weights: Path, engine_command: list[str]) -> Iterator[RawEngine]:
-    engine = RawEngine(bot_folder, tiny_weights, engine_command)
+def raw(bot_folder: Path, tiny_weights: Path, engine_command: list[str]) -> Iterator[Uci]:
+    engine = start_through_launcher(bot_folder, tiny_weights, engine_command)
     try:
         engine.send("uci")
-        engine.read_until("uciok")
+        engine.until("uciok", timeout=ENGINE_TIMEOUT)
         yield engine
     finally:
         engine.kill()
 
 
 @pytest.mark.parametrize("ending", ["ponderhit", "stop"])
-def test_ponder_waits_for_ponderhit_or_stop(raw: RawEngine, ending: str) -> None:
+def test_ponder_waits_for_ponderhit_or_stop(raw: Uci, ending: str) -> None:
     """On raw pipes: ``go ponder`` keeps its answer until the GUI ends the ponder, then reports a score."""
-    raw.send("setoption name Ponder value true", "ucinewgame", "isready")
-    raw.read_until("readyok")
-    raw.send("position startpos moves e2e4 e7e5 g1f3", "go ponder wtime 30000 btime 30000 winc 1000 binc 1000")
-    early = raw.read_for(0.5)
+    send(raw, "setoption name Ponder value true", "ucinewgame", "isready")
+    raw.until("readyok", timeout=ENGINE_TIMEOUT)
+    send(raw, "position startpos moves e2e4 e7e5 g1f3", "go ponder wtime 30000 btime 30000 winc 1000 binc 1000")
+    early = raw.quiet(0.5)
     assert not any(line.startswith("bestmove") for line in early), early
     raw.send(ending)
-    lines = early + raw.read_until("bestmove")
+    lines = early + raw.until("bestmove", timeout=ENGINE_TIMEOUT)
     assert any(line.startswith("info") and " score " in line for line in lines), lines
     board = chess.Board()
     for uci in ("e2e4", "e7e5", "g1f3"):
         board.push_uci(uci)
     assert chess.Move.from_uci(lines[-1].split()[1]) in board.legal_moves
-    assert raw.quit() == 0
+    assert quit_engine(raw) == 0
 
 
-def test_first_move_limit_tiny_clock_and_searchmoves(raw: RawEngine) -> None:
+def test_first_move_limit_tiny_clock_and_searchmoves(raw: Uci) -> None:
     """``go movetime`` as for a first move, a clock down to lichess-bot's floor of 1 ms, and ``searchmoves``."""
-    raw.send("ucinewgame", "isready")
-    raw.read_until("readyok")
-    raw.send("position startpos", f"go movetime {int(FIRST_MOVETIME * 1000)}")
-    first = raw.read_until("bestmove")
+    send(raw, "ucinewgame", "isready")
+    raw.until("readyok", timeout=ENGINE_TIMEOUT)
+    send(raw, "position startpos", f"go movetime {int(FIRST_MOVETIME * 1000)}")
+    first = raw.until("bestmove", timeout=ENGINE_TIMEOUT)
     assert any(line.startswith("info") and " score " in line for line in first), first
-    raw.send("position startpos moves d2d4 d7d5", "go wtime 1 btime 60000 winc 0 binc 0")
-    scramble = raw.read_until("bestmove", timeout=5.0)
+    send(raw, "position startpos moves d2d4 d7d5", "go wtime 1 btime 60000 winc 0 binc 0")
+    scramble = raw.until("bestmove", timeout=5.0)
     assert chess.Move.from_uci(scramble[-1].split()[1]) in chess.Board(
         "rnbqkbnr/ppp1pppp/8/3p4/3P4/8/PPP1PPPP/RNBQKBNR w KQkq - 0 2").legal_moves
-    raw.send("position startpos moves d2d4 d7d5 c2c4", "go wtime 60000 btime 60000 searchmoves e7e6 g8f6")
-    only = raw.read_until("bestmove", timeout=5.0)
+    send(raw, "position startpos moves d2d4 d7d5 c2c4", "go wtime 60000 btime 60000 searchmoves e7e6 g8f6")
+    only = raw.until("bestmove", timeout=5.0)
     assert only[-1].split()[1] in ("e7e6", "g8f6"), only
     assert any(line.startswith("info") and " score " in line for line in only), only
-    assert raw.quit() == 0
+    assert quit_engine(raw) == 0

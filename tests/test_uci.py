@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,86 +12,12 @@ import chess
 import chess.engine
 import pytest
 
+from uci_pipe import Uci
+
 REPETITION = "position startpos moves g1f3 g8f6 f3g1 f6g8 g1f3 g8f6"
 BACK_RANK_MATE = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"
 #: First words a UCI engine may write.
 UCI_WORDS = {"id", "option", "uciok", "readyok", "info", "bestmove", "copyprotection", "registration"}
-
-
-class Uci:
-    """The engine on raw pipes; every read has a timeout, so a hang fails the test."""
-
-    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self.stderr: list[bytes] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.append(self.proc.stderr.read()), daemon=True).start()
-
-    def _read(self) -> None:
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        self.lines.put(None)
-
-    def send(self, text: str | bytes) -> None:
-        data = text if isinstance(text, bytes) else text.encode() + b"\n"
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = 10.0) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output within {timeout} s; so far: {self.seen[-10:]}") from None
-        if line is None:
-            raise AssertionError(f"engine exited; output: {self.seen[-10:]}")
-        self.seen.append(line)
-        return line
-
-    def until(self, prefix: str, timeout: float = 10.0) -> list[str]:
-        """Lines up to and including the first one starting with ``prefix``."""
-        end = time.monotonic() + timeout
-        got = []
-        while True:
-            line = self.read(max(end - time.monotonic(), 0.001))
-            got.append(line)
-            if line.startswith(prefix):
-                return got
-
-    def quiet(self, seconds: float) -> list[str]:
-        """Lines printed within ``seconds``."""
-        end = time.monotonic() + seconds
-        got = []
-        while time.monotonic() < end:
-            try:
-                line = self.lines.get(timeout=max(end - time.monotonic(), 0.001))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-            got.append(line)
-        return got
-
-    def ready(self) -> list[str]:
-        self.send("isready")
-        return self.until("readyok", timeout=60)
-
-    def go(self, command: str = "go", timeout: float = 30.0) -> tuple[list[str], str]:
-        self.send(command)
-        lines = self.until("bestmove", timeout)
-        return lines[:-1], lines[-1]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 #: Option values restored between tests that share one engine process.

@@ -40,6 +40,7 @@ from neuralengine.benchmarks import elo as elo_maths
 from neuralengine.benchmarks.machine import cmdline, descendants, peak_memory_kib, run_record
 from neuralengine.benchmarks.openings import BUILTIN_OPENINGS, OpeningsError, detect_format, load_openings
 from neuralengine.benchmarks.parsers import GameRecord, LogParser, head_to_head
+from neuralengine import paths
 from neuralengine.benchmarks.runner import Adjudication, EngineSpec, RunnerError, TimeControl
 
 TOOLS = ("auto", "cutechess", "fastchess", "builtin")
@@ -58,15 +59,8 @@ def our_engine_command() -> list[str]:
 
 
 def find_stockfish(explicit: str | None = None) -> str | None:
-    if explicit:
-        return explicit
-    found = shutil.which("stockfish")
-    if found:
-        return found
-    for candidate in ("/usr/games/stockfish", "/usr/local/bin/stockfish", "/opt/homebrew/bin/stockfish"):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    """``explicit`` when given, else :func:`neuralengine.paths.find_stockfish`."""
+    return explicit or paths.find_stockfish()
 
 
 def find_tool(tool: str, explicit: str | None = None) -> str | None:

@@ -20,9 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
 
-#: Where Debian and Ubuntu install Stockfish (``apt-get install stockfish``).
-DEBIAN_STOCKFISH = "/usr/games/stockfish"
-
+from neuralengine.paths import find_stockfish
 
 class EngineError(RuntimeError):
     """Stockfish misbehaved: it died, hung or answered something unexpected."""
@@ -35,14 +33,14 @@ class EngineNotFoundError(EngineError):
 def resolve_engine(path: str | None = None) -> list[str]:
     """Turn an engine path (or ``None`` for the default) into a command line.
 
-    ``None`` looks for ``stockfish`` on ``PATH`` and then in Debian's
-    ``/usr/games``. A path containing spaces is split like a shell would, so a
+    ``None`` looks for ``stockfish`` as :func:`neuralengine.paths.find_stockfish`
+    does (``PATH``, then Debian's ``/usr/games``). A path containing spaces is split like a shell would, so a
     wrapper such as ``"taskset -c 1 stockfish"`` works.
 
     :raises EngineNotFoundError: with a hint on how to install Stockfish.
     """
     if path is None:
-        found = shutil.which("stockfish") or (DEBIAN_STOCKFISH if os.access(DEBIAN_STOCKFISH, os.X_OK) else None)
+        found = find_stockfish()
         if found is None:
             raise EngineNotFoundError("Stockfish not found on PATH or in /usr/games; install it "
                                       "(apt-get install stockfish) or pass --stockfish PATH")
