@@ -275,19 +275,9 @@ def test_shared_board_move_output_is_independent_of_the_batch(shared_model: Tran
     assert np.abs(_run(shared_model, board, mixed)[:3] - all_at_once[:3]).max() <= 1e-5
 
 
-def test_shared_board_batches_of_positions(shared_model: Transformer) -> None:
-    data = positions()
-    n = min(len(a) for _, a in data)
-    boards = torch.from_numpy(np.stack([b for b, _ in data]))
-    actions = torch.from_numpy(np.stack([a[:n] for _, a in data]))
-    with torch.no_grad():
-        batched = shared_model(boards, actions).numpy()
-    for i, (board, acts) in enumerate(data):
-        assert np.abs(batched[i] - _run(shared_model, board, acts[:n])).max() <= 1e-5
-
-
-def test_full_model_batches_of_positions() -> None:
-    model = build(preset("tiny"), seed=4)
+@pytest.mark.parametrize("attention", ["shared_board", "full"])
+def test_batches_of_positions_equal_one_position_at_a_time(attention: str) -> None:
+    model = build(preset("tiny", attention=attention), seed=4)
     data = positions()
     n = min(len(a) for _, a in data)
     boards = torch.from_numpy(np.stack([b for b, _ in data]))
