@@ -21,10 +21,16 @@ KINDS = (ACTION_VALUE, STATE_VALUE, BEHAVIORAL_CLONING)
 #: Attention layouts. ``full``: DeepMind's bidirectional attention over the
 #: whole 79-token sequence, one pass per move. ``shared_board``: the 78 board
 #: tokens attend only among themselves and each move token attends to the
-#: board and itself, so one board pass serves every legal move.
+#: board and itself, so one board pass serves every legal move. ``board_head``:
+#: no move token at all; the 78 board tokens are encoded once and each move is
+#: scored by a small MLP from the final states of its from- and to-square
+#: tokens, the BOS token (a global summary) and its promotion piece.
 FULL = "full"
 SHARED_BOARD = "shared_board"
-ATTENTIONS = (FULL, SHARED_BOARD)
+BOARD_HEAD = "board_head"
+ATTENTIONS = (FULL, SHARED_BOARD, BOARD_HEAD)
+#: Layouts that read the board once per position (every move in one pass).
+BOARD_ONCE = (SHARED_BOARD, BOARD_HEAD)
 
 
 class ConfigError(ValueError):
@@ -48,8 +54,8 @@ class ModelConfig:
             raise ConfigError(f"unknown model kind {self.kind!r}; expected one of {KINDS}")
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"unknown attention {self.attention!r}; expected one of {ATTENTIONS}")
-        if self.attention == SHARED_BOARD and self.kind != ACTION_VALUE:
-            raise ConfigError("shared_board attention only applies to action-value models")
+        if self.attention in BOARD_ONCE and self.kind != ACTION_VALUE:
+            raise ConfigError(f"{self.attention} attention only applies to action-value models")
         for name in ("num_layers", "embed_dim", "num_heads", "widening_factor", "num_buckets", "vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -72,8 +78,14 @@ class ModelConfig:
 
     @property
     def seq_len(self) -> int:
-        """Tokens the network reads: BOS + 77 FEN tokens (+ the action for AV)."""
-        return SEQUENCE_LENGTH + (2 if self.kind == ACTION_VALUE else 1)
+        """Tokens the network reads: BOS + 77 FEN tokens (+ the action token
+        for action-value models, except ``board_head``, which has none)."""
+        return SEQUENCE_LENGTH + (2 if self.kind == ACTION_VALUE and self.attention != BOARD_HEAD else 1)
+
+    @property
+    def move_head_dim(self) -> int:
+        """Hidden width of the ``board_head`` move MLP."""
+        return 2 * self.embed_dim
 
     @property
     def output_size(self) -> int:
@@ -82,7 +94,13 @@ class ModelConfig:
     def num_parameters(self) -> int:
         d, f = self.embed_dim, self.ffn_dim
         per_layer = 4 * d * d + 3 * d * f + 4 * d
-        return self.vocab_size * d + self.seq_len * d + self.num_layers * per_layer + 2 * d + d * self.output_size + self.output_size
+        body = self.vocab_size * d + self.seq_len * d + self.num_layers * per_layer + 2 * d
+        if self.attention == BOARD_HEAD:
+            h = self.move_head_dim
+            # from/to/global projections (with one shared bias), promotion
+            # table, hidden layer, output layer
+            return body + 3 * d * h + h + 5 * h + h * h + h + h * self.output_size + self.output_size
+        return body + d * self.output_size + self.output_size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralengine.config import ACTION_VALUE, SHARED_BOARD, ModelConfig
+from neuralengine.config import ACTION_VALUE, BOARD_HEAD, SHARED_BOARD, ModelConfig
+from neuralengine.encoding import ACTIONS
 
 
 class Attention(nn.Module):
@@ -87,6 +88,62 @@ class Block(nn.Module):
         return board + self.mlp(self.ln2(board)), moves + self.mlp(self.ln2(moves))
 
 
+#: Promotion piece of an action: 0 none, then q, r, b, n.
+_PROMOTIONS = "qrbn"
+
+
+def action_square_tokens() -> tuple[list[int], list[int], list[int]]:
+    """For every action: the board-sequence index (BOS = 0) of its from-square
+    and to-square tokens, and its promotion class.
+
+    The sequence is BOS, the side to move, then the 64 squares in FEN order
+    (a8, b8, ..., h1), so square ``f r`` sits at ``2 + 8 * (8 - r) + f``.
+    """
+    def token(name: str) -> int:
+        return 2 + 8 * (8 - int(name[1])) + "abcdefgh".index(name[0])
+
+    src = [token(m[:2]) for m in ACTIONS]
+    dst = [token(m[2:4]) for m in ACTIONS]
+    promo = [1 + _PROMOTIONS.index(m[4]) if len(m) == 5 else 0 for m in ACTIONS]
+    return src, dst, promo
+
+
+class MoveHead(nn.Module):
+    """Scores moves from the encoded board (``board_head`` layout).
+
+    A move's hidden state is ``src(h[from]) + dst(h[to]) + glob(h[BOS]) +
+    promo[piece] + bias``, followed by SiLU, one hidden layer and SiLU; the
+    transformer's output layer then maps it to the return buckets. The three
+    projections run once per board token, so each extra move costs a gather,
+    an add and two small matrix products.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d, h = cfg.embed_dim, cfg.move_head_dim
+        self.src = nn.Linear(d, h, bias=False)
+        self.dst = nn.Linear(d, h, bias=False)
+        self.glob = nn.Linear(d, h, bias=False)
+        self.bias = nn.Parameter(torch.zeros(h))
+        self.promo = nn.Parameter(torch.zeros(5, h))
+        self.hidden = nn.Linear(h, h)
+        src, dst, promo = action_square_tokens()
+        self.register_buffer("action_src", torch.tensor(src, dtype=torch.long), persistent=False)
+        self.register_buffer("action_dst", torch.tensor(dst, dtype=torch.long), persistent=False)
+        self.register_buffer("action_promo", torch.tensor(promo, dtype=torch.long), persistent=False)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``states`` [B, 78, D] (after the final layer norm), ``actions`` [B, N] → [B, N, h]."""
+        batch, n = actions.shape
+        src_all, dst_all = self.src(states), self.dst(states)            # [B, 78, h]
+        width = src_all.shape[-1]
+        src_idx = self.action_src[actions].unsqueeze(-1).expand(batch, n, width)
+        dst_idx = self.action_dst[actions].unsqueeze(-1).expand(batch, n, width)
+        x = (torch.gather(src_all, 1, src_idx) + torch.gather(dst_all, 1, dst_idx)
+             + self.glob(states[:, :1]) + self.promo[self.action_promo[actions]] + self.bias)
+        return F.silu(self.hidden(F.silu(x)))
+
+
 class Transformer(nn.Module):
     """DeepMind's predictor: shared token embedding (FEN characters, actions
     and BOS share one table), learned positions, pre-LN blocks, final LN and a
@@ -100,7 +157,11 @@ class Transformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(cfg.seq_len, d))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.head = nn.Linear(d, cfg.output_size)
+        if cfg.attention == BOARD_HEAD:
+            self.move_head = MoveHead(cfg)
+            self.head = nn.Linear(cfg.move_head_dim, cfg.output_size)
+        else:
+            self.head = nn.Linear(d, cfg.output_size)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -143,6 +204,12 @@ class Transformer(nn.Module):
             raise ValueError("an action-value model needs actions")
         actions = actions.long()
         batch, n = actions.shape
+        if self.cfg.attention == BOARD_HEAD:
+            x = self._embed(seq)
+            for block in self.blocks:
+                x = block(x)
+            hidden = self.move_head(self.ln_f(x), actions)
+            return F.log_softmax(self.head(hidden), dim=-1)
         if self.cfg.attention == SHARED_BOARD:
             board = self._embed(seq)
             moves = self._embed(actions, offset=seq.shape[-1]).reshape(batch, n, -1)

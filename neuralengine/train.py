@@ -27,8 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neuralengine.config import ACTION_VALUE, ATTENTIONS, FULL, SHARED_BOARD, ModelConfig, preset, PRESETS
-from neuralengine.data.shards import Shard, open_shards
+from neuralengine.atomic import atomic_path
+from neuralengine.config import ACTION_VALUE, ATTENTIONS, BOARD_ONCE, FULL, SHARED_BOARD, ModelConfig, preset, PRESETS
+from neuralengine.data.augment import mirror_actions, mirror_boards
+from neuralengine.data.shards import SUFFIX, Shard, open_shards
 from neuralengine.encoding import bucket_edges, bucket_values
 from neuralengine.model import Transformer
 from neuralengine.progress import Progress
@@ -120,6 +122,21 @@ def loss_fn(log_probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, k
     return (nll * mask).sum() / mask.sum().clamp_min(1)
 
 
+def ranking_loss(log_probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy from a softmax of Stockfish's win probabilities over each
+    position's legal moves to the softmax of the model's expected win
+    probabilities, both at ``temperature``: gradient on the differences
+    between moves, which the per-move loss hardly sees."""
+    values = torch.as_tensor(bucket_values(log_probs.shape[-1]), dtype=torch.float32, device=log_probs.device)
+    pred = log_probs.float().exp() @ values                      # [B, N]
+    neg = torch.finfo(torch.float32).min
+    logits = torch.where(mask, pred / temperature, torch.full_like(pred, neg))
+    goal = torch.where(mask, target.float() / temperature, torch.full_like(pred, neg)).softmax(-1)
+    per_position = -(goal * torch.where(mask, logits.log_softmax(-1), torch.zeros_like(pred))).sum(-1)
+    rows = mask.sum(-1) > 1
+    return (per_position * rows).sum() / rows.sum().clamp_min(1)
+
+
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall's tau-b between two score vectors (ties handled)."""
     if len(a) < 2:
@@ -185,6 +202,7 @@ class TrainConfig:
     out: str
     test_data: list[str] | None = None
     preset: str = "small"
+    init: str | None = None
     layers: int | None = None
     dim: int | None = None
     heads: int | None = None
@@ -200,6 +218,9 @@ class TrainConfig:
     ema: float = 0.999
     loss: str = "hl_gauss"
     sigma_buckets: float = 0.75
+    flip: float = 0.0
+    rank_weight: float = 0.0
+    rank_temperature: float = 0.05
     device: str = "auto"
     threads: int = 0
     eval_every: int = 500
@@ -241,21 +262,50 @@ def _state_tensors(model: Transformer, ema: dict[str, torch.Tensor], opt: torch.
     return out
 
 
+#: The checkpoint file of a run folder: model, EMA and optimiser tensors, with
+#: the progress record (step, action values, elapsed) in its metadata, so that
+#: one ``os.replace`` makes the whole checkpoint visible at once.
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def _replace_atomically(target: Path, write: Any) -> None:
+    """Write through ``write(tmp_path)`` to a unique temporary file beside
+    ``target``, flush it to disk, then rename it over ``target``."""
+    with atomic_path(target) as tmp:
+        write(str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+
 def save_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
                     info: dict[str, Any]) -> None:
+    """One atomic checkpoint: a kill at any moment leaves either the previous
+    checkpoint or this one, never a mixture. ``checkpoint.json`` is a readable
+    copy of the progress record; resuming does not depend on it."""
     from safetensors.torch import save_file
 
-    tmp = run / "checkpoint.safetensors.tmp"
-    save_file(_state_tensors(model, ema, opt), str(tmp))
-    os.replace(tmp, run / "checkpoint.safetensors")
-    (run / "checkpoint.json.tmp").write_text(json.dumps(info, indent=2))
-    os.replace(run / "checkpoint.json.tmp", run / "checkpoint.json")
+    tensors = _state_tensors(model, ema, opt)
+    _replace_atomically(run / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata={"info": json.dumps(info)}))
+    _replace_atomically(run / "checkpoint.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """The progress record stored in a checkpoint file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if "info" in meta:
+        return json.loads(meta["info"])
+    # Checkpoints written before the record moved into the file.
+    return json.loads((path.parent / "checkpoint.json").read_text())
 
 
 def load_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    tensors = load_file(str(run / "checkpoint.safetensors"))
+    path = run / CHECKPOINT if run.is_dir() else run
+    tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     for k in ema:
         ema[k].copy_(tensors[f"ema/{k}"])
@@ -265,7 +315,100 @@ def load_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor],
                  if key.startswith(f"opt/{name}/") and key.count("/") == name.count("/") + 2}
         if state:
             opt.state[p] = state
-    return json.loads((run / "checkpoint.json").read_text())
+    return checkpoint_info(path)
+
+
+def _init_source(path: str) -> tuple[Path, bool]:
+    """Resolve ``--init``: a run folder (its checkpoint, else its exported
+    model), a checkpoint file, or a weights file. Returns (file, is_checkpoint)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / CHECKPOINT).exists():
+            return p / CHECKPOINT, True
+        p = p / "model.safetensors"
+    if not p.exists():
+        raise FileNotFoundError(f"--init: {path} is not a weights file, checkpoint or run folder")
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as fh:
+        is_checkpoint = any(k.startswith("model/") for k in fh.keys())
+    return p, is_checkpoint
+
+
+def init_config(path: str) -> ModelConfig:
+    """The architecture of an ``--init`` source."""
+    from neuralengine.weights import config_from_metadata, read_metadata
+
+    source, is_checkpoint = _init_source(path)
+    if is_checkpoint:
+        return ModelConfig.from_dict(json.loads((source.parent / "config.json").read_text())["model"])
+    return config_from_metadata(read_metadata(source))
+
+
+def init_from(path: str, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> str:
+    """Start from existing weights: every tensor whose name and shape match is
+    copied (the position table is cut to this model's rows, so a shared-board
+    encoder can seed a board-head model); the rest keep their fresh values. A
+    checkpoint of the same architecture also brings its EMA and optimiser
+    state. Returns a one-line summary."""
+    from safetensors.torch import load_file
+
+    source, is_checkpoint = _init_source(path)
+    if is_checkpoint:
+        tensors = load_file(str(source))
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    else:
+        from neuralengine.weights import load_weights
+
+        weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_weights(source).tensors.items()}
+    own = model.state_dict()
+    copied, fresh = {}, []
+    for name, value in own.items():
+        src = weights.get(name)
+        if src is not None and name == "pos_embed" and src.shape[1:] == value.shape[1:] and src.shape[0] >= value.shape[0]:
+            src = src[: value.shape[0]]
+        if src is not None and tuple(src.shape) == tuple(value.shape):
+            copied[name] = src.to(value.dtype)
+        else:
+            fresh.append(name)
+    model.load_state_dict({**own, **copied})
+    complete = not fresh and len(copied) == len(weights)
+    if is_checkpoint and complete:
+        load_checkpoint(source, model, ema, opt)
+        return f"initialised from checkpoint {source} (model, EMA and optimiser state)"
+    for k in ema:
+        ema[k].copy_(model.state_dict()[k].float())
+    note = f"; fresh: {', '.join(sorted({n.split('.')[0] for n in fresh}))}" if fresh else ""
+    return f"initialised from {source}: {len(copied)} of {len(own)} tensors{note}"
+
+
+def _rewrite_metrics(path: Path, fields: list[str], up_to: int) -> None:
+    """Keep the header and the rows of steps up to ``up_to`` (the checkpoint's
+    step), so a resumed run never writes a step twice."""
+    rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
+    keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= up_to]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(keep)
+
+    _replace_atomically(path, write)
+
+
+def split_shard_paths(data: list[str], test_data: list[str] | None) -> tuple[list[str], list[str]]:
+    """Training and held-out shard files. A folder's ``test-*`` shards are
+    never trained on; they are the default held-out set."""
+    train_files: list[str] = []
+    default_test: list[str] = []
+    for d in map(Path, data):
+        if d.is_dir():
+            for f in sorted(d.glob(f"*{SUFFIX}")):
+                (default_test if f.name.startswith("test-") else train_files).append(str(f))
+        else:
+            train_files.append(str(d))
+    return train_files, (default_test if test_data is None else list(test_data))
 
 
 def export_model(run: Path, cfg: ModelConfig, ema: dict[str, torch.Tensor], provenance: dict[str, Any],
@@ -317,12 +460,10 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     device = torch.device("cuda" if tc.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if tc.device == "auto" else tc.device))
     torch.manual_seed(tc.seed)
-    train_shards = open_shards(tc.data)
-    test_paths = tc.test_data
-    if test_paths is None:
-        test_paths = [str(p) for d in tc.data if Path(d).is_dir() for p in sorted(Path(d).glob("test-*.neav"))]
-        train_shards = [s for s in train_shards if not s.path.name.startswith("test-")]
-    data = ActionValueData(train_shards, tc.max_positions)
+    train_paths, test_paths = split_shard_paths(tc.data, tc.test_data)
+    if not train_paths:
+        raise FileNotFoundError(f"no training shards in {', '.join(tc.data)}")
+    data = ActionValueData(open_shards(train_paths), tc.max_positions)
     test = ActionValueData(open_shards(test_paths)) if test_paths else None
     cfg = model_config(tc)
     model = Transformer(cfg).to(device)
@@ -333,15 +474,18 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     step, seen_values, elapsed_before = 0, 0, 0.0
     metrics_path = run / "metrics.csv"
-    if (run / "checkpoint.json").exists():
+    for stale in run.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a save that was killed midway
+    if (run / CHECKPOINT).exists():
         info = load_checkpoint(run, model, ema, opt)
         step, seen_values, elapsed_before = info["step"], info["action_values"], info.get("elapsed", 0.0)
         print(f"resumed {run} at step {step}", file=sys.stderr)
+    elif tc.init:
+        print(init_from(tc.init, model, ema, opt), file=sys.stderr)
     (run / "config.json").write_text(json.dumps({"train": asdict(tc), "model": cfg.to_dict()}, indent=2))
-    fields = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy", "kendall_tau"]
-    if not metrics_path.exists():
-        with open(metrics_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(fields)
+    fields = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy",
+              "kendall_tau", "raw_action_accuracy", "raw_kendall_tau"]
+    _rewrite_metrics(metrics_path, fields, step)
     sigma = tc.sigma_buckets / cfg.num_buckets
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     stop = {"flag": False}
@@ -356,7 +500,7 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     window_loss, window_n, window_values, window_t = 0.0, 0, 0, time.monotonic()
     last: dict[str, Any] = {}
     avg_moves = data.num_actions / max(len(data), 1)
-    positions_per_step = tc.batch_size if cfg.attention == SHARED_BOARD else max(1, int(tc.batch_size / avg_moves))
+    positions_per_step = tc.batch_size if cfg.attention in BOARD_ONCE else max(1, int(tc.batch_size / avg_moves))
     model.train()
     try:
         stop_at = tc.steps if tc.stop_after is None else min(tc.steps, step + tc.stop_after)
@@ -366,9 +510,14 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             # One generator per step: a resumed run draws exactly the batches
             # an uninterrupted run would have drawn.
             rng = np.random.default_rng([tc.seed, step])
-            if cfg.attention == SHARED_BOARD:
+            if cfg.attention in BOARD_ONCE:
                 idx = rng.integers(0, len(data), tc.batch_size)
                 boards, acts, probs, mask = data.position_batch(idx, tc.max_moves, rng)
+                if tc.flip:
+                    rows = rng.random(len(idx)) < tc.flip
+                    boards = boards.copy()
+                    boards[rows] = mirror_boards(boards[rows])
+                    acts[rows] = mirror_actions(acts[rows])
             else:
                 # Same number of action values per step as the shared-board model sees.
                 boards, acts, probs, mask = data.action_batch(tc.batch_size, rng)
@@ -381,7 +530,10 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             m = torch.as_tensor(mask, device=device)
             with autocast:
                 lp = model(b, a)
-            loss = loss_fn(lp, t, m, tc.loss, sigma)
+            value_loss = loss_fn(lp, t, m, tc.loss, sigma)
+            loss = value_loss
+            if tc.rank_weight:
+                loss = loss + tc.rank_weight * ranking_loss(lp, t, m, tc.rank_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
@@ -393,7 +545,7 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             step += 1
             n_values = int(mask.sum())
             seen_values += n_values
-            window_loss += float(loss.detach()) * n_values
+            window_loss += float(value_loss.detach()) * n_values
             window_n += n_values
             window_values += n_values
             bar.update(1, postfix=f"loss {window_loss / max(window_n, 1):.3f}")
@@ -422,11 +574,16 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         bar.close()
-    if test is not None and step and (last.get("step") != step or "test_loss" not in last):
-        # Stopped by the time limit or a signal: measure the final model too.
-        ema_model = Transformer(cfg).to(device)
-        ema_model.load_state_dict(ema)
-        last = {"step": step, **evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)}
+    if test is not None and step:
+        # The final measurement: the EMA (what is exported) and the raw
+        # weights, so the EMA's lag shows in every run.
+        if last.get("step") != step or "test_loss" not in last:
+            ema_model = Transformer(cfg).to(device)
+            ema_model.load_state_dict(ema)
+            last = {"step": step, **evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)}
+        raw = evaluate(model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)
+        last.update(raw_action_accuracy=raw["action_accuracy"], raw_kendall_tau=raw["kendall_tau"])
+        _rewrite_metrics(metrics_path, fields, step - 1)
         with open(metrics_path, "a", newline="") as fh:
             csv.writer(fh).writerow([last.get(f, "") for f in fields])
     elapsed = elapsed_before + time.monotonic() - t0
@@ -439,7 +596,9 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
         "loss": tc.loss, "ema": tc.ema, "lr": tc.lr, "batch_size": tc.batch_size,
         "data": [Path(d).name for d in tc.data], "data_metadata": data.sources[0] if data.sources else {},
         "train_seconds": round(elapsed, 1), "device": str(device),
-        "final_metrics": {k: last.get(k) for k in ("test_loss", "action_accuracy", "kendall_tau") if k in last},
+        "final_metrics": {k: last.get(k) for k in ("test_loss", "action_accuracy", "kendall_tau", "raw_action_accuracy",
+                                                   "raw_kendall_tau") if k in last},
+        "flip": tc.flip, "rank_weight": tc.rank_weight, "init": Path(tc.init).name if tc.init else None,
     }
     path = export_model(run, cfg, ema, provenance)
     return {"weights": str(path), "step": step, **provenance}
@@ -450,11 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="shard files or folders (train-*.neav)")
     p.add_argument("--test-data", nargs="+", help="held-out shards (default: test-*.neav beside the data)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, metrics.png, model.safetensors")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="model size (default: small, or the --init model's architecture)")
+    p.add_argument("--init", metavar="FILE",
+                   help="start from these weights: a weights file (the shipped model), a run folder or its "
+                        "checkpoint (with EMA and optimiser state when the architecture is the same)")
     p.add_argument("--layers", type=int)
     p.add_argument("--dim", type=int)
     p.add_argument("--heads", type=int)
-    p.add_argument("--attention", default=SHARED_BOARD, choices=ATTENTIONS)
+    p.add_argument("--attention", choices=ATTENTIONS,
+                   help="layout (default: shared_board, or the --init model's)")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=64,
                    help="positions per step (shared_board) or action values per step (full)")
@@ -467,6 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--loss", default="hl_gauss", choices=["hl_gauss", "onehot"])
     p.add_argument("--sigma-buckets", type=float, default=0.75, help="HL-Gauss std in bucket widths")
+    p.add_argument("--flip", type=float, default=0.0,
+                   help="probability of colour-flipping each training position (0.5 doubles the data)")
+    p.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of the ranking loss over each position's moves (0: off)")
+    p.add_argument("--rank-temperature", type=float, default=0.05,
+                   help="softmax temperature of the ranking loss, in win-probability units")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch default)")
     p.add_argument("--eval-every", type=int, default=500)
@@ -484,7 +654,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     fields = {f for f in TrainConfig.__dataclass_fields__}
-    tc = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.init and args.preset is None and args.attention is None:
+        # Same architecture as the starting weights, unless sizes are given.
+        try:
+            src = init_config(args.init)
+        except (OSError, ValueError) as exc:
+            print(f"neuralengine train: {exc}", file=sys.stderr)
+            return 2
+        values.update(attention=src.attention)
+        for key, val in (("layers", src.num_layers), ("dim", src.embed_dim), ("heads", src.num_heads)):
+            values.setdefault(key, val)
+    tc = TrainConfig(**values)
     result = train(tc, progress=not args.quiet)
     print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
     return 0

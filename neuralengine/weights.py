@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from neuralengine.config import ConfigError, ModelConfig
+from neuralengine.atomic import atomic_path
+from neuralengine.config import BOARD_HEAD, ConfigError, ModelConfig
 from neuralengine.encoding import ACTIONS_SHA256, tokenizer_sha256
 
 FORMAT_NAME = "neuralengine-weights"
@@ -59,7 +60,17 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[p + "mlp.down.weight"] = (d, f)
     shapes["ln_f.weight"] = (d,)
     shapes["ln_f.bias"] = (d,)
-    shapes["head.weight"] = (cfg.output_size, d)
+    if cfg.attention == BOARD_HEAD:
+        h = cfg.move_head_dim
+        for part in ("src", "dst", "glob"):
+            shapes[f"move_head.{part}.weight"] = (h, d)
+        shapes["move_head.bias"] = (h,)
+        shapes["move_head.promo"] = (5, h)
+        shapes["move_head.hidden.weight"] = (h, h)
+        shapes["move_head.hidden.bias"] = (h,)
+        shapes["head.weight"] = (cfg.output_size, h)
+    else:
+        shapes["head.weight"] = (cfg.output_size, d)
     shapes["head.bias"] = (cfg.output_size,)
     return shapes
 
@@ -85,10 +96,9 @@ def save_weights(path: str | os.PathLike[str], cfg: ModelConfig, tensors: Mappin
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = make_metadata(cfg, provenance)
-    tmp = path.with_name(path.name + ".tmp")
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    save_file(arrays, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temporary name: concurrent writers never collide
+        save_file(arrays, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from conftest import random_tensors  # noqa: E402
 
 from neuralengine.config import ConfigError, ModelConfig, preset  # noqa: E402
-from neuralengine.encoding import legal_actions, tokenize_board  # noqa: E402
+from neuralengine.encoding import ACTIONS, MOVE_TO_ACTION, VOCAB, legal_actions, tokenize_board  # noqa: E402
 from neuralengine.model import Transformer  # noqa: E402
 from neuralengine.weights import expected_shapes  # noqa: E402
 
@@ -58,7 +58,7 @@ def _layer_norm(x: np.ndarray, scale: np.ndarray, offset: np.ndarray, eps: float
 
 
 def reference_forward(p: dict[str, np.ndarray], cfg: ModelConfig, tokens: np.ndarray, positions: np.ndarray,
-                      allowed: np.ndarray) -> np.ndarray:
+                      allowed: np.ndarray, states: bool = False) -> np.ndarray:
     """Log-probabilities at every position of ``tokens`` (already shifted).
 
     ``allowed[i, j]`` says whether query i may attend to key j; DeepMind's
@@ -88,6 +88,8 @@ def reference_forward(p: dict[str, np.ndarray], cfg: ModelConfig, tokens: np.nda
         h = h + (gate / (1 + np.exp(-gate)) * up) @ p[pre + "mlp.down.weight"].T
     assert h.shape == (n, d)
     h = _layer_norm(h, p["ln_f.weight"], p["ln_f.bias"], eps)
+    if states:
+        return h
     logits = h @ p["head.weight"].T + p["head.bias"]
     logits = logits - logits.max(-1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -129,6 +131,33 @@ def reference_shared_board(p: dict[str, np.ndarray], cfg: ModelConfig, board: np
     return reference_forward(p, cfg, tokens, pos, allowed)[78:]
 
 
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.exp(-x))
+
+
+def reference_board_head(p: dict[str, np.ndarray], cfg: ModelConfig, board: np.ndarray,
+                         actions: np.ndarray) -> np.ndarray:
+    """The ``board_head`` layout: DeepMind's encoder over [BOS, board], then
+    each move from its squares' final states, found through python-chess."""
+    h = reference_forward(p, cfg, np.concatenate([[0], board]).astype(np.int64), np.arange(78),
+                          np.ones((78, 78), bool), states=True)
+
+    def token(square: int) -> int:  # BOS, side to move, then a8 ... h1
+        return 2 + 8 * (7 - chess.square_rank(square)) + chess.square_file(square)
+
+    out = []
+    for action in actions:
+        move = chess.Move.from_uci(ACTIONS[int(action)])
+        x = (p["move_head.src.weight"] @ h[token(move.from_square)] + p["move_head.dst.weight"] @ h[token(move.to_square)]
+             + p["move_head.glob.weight"] @ h[0] + p["move_head.bias"]
+             + p["move_head.promo"][[None, chess.QUEEN, chess.ROOK, chess.BISHOP, chess.KNIGHT].index(move.promotion)])
+        x = _silu(p["move_head.hidden.weight"] @ _silu(x) + p["move_head.hidden.bias"])
+        logits = p["head.weight"] @ x + p["head.bias"]
+        logits = logits - logits.max()
+        out.append(logits - np.log(np.exp(logits).sum()))
+    return np.stack(out)
+
+
 # --------------------------------------------------------------------------
 # Sizes
 # --------------------------------------------------------------------------
@@ -162,13 +191,14 @@ def test_big_models_on_the_meta_device(name: str) -> None:
 
 @pytest.mark.parametrize("cfg", [
     preset("tiny"), preset("tiny", attention="shared_board"), preset("local", kind="state_value"),
-    preset("tiny", kind="behavioral_cloning"), preset("9M"),
-], ids=["tiny", "tiny-shared", "local-sv", "tiny-bc", "9M"])
+    preset("tiny", kind="behavioral_cloning"), preset("9M"), preset("small", attention="board_head"),
+], ids=["tiny", "tiny-shared", "local-sv", "tiny-bc", "9M", "small-board-head"])
 def test_expected_shapes_match_the_state_dict(cfg: ModelConfig) -> None:
     with torch.device("meta"):
         model = Transformer(cfg)
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert state == expected_shapes(cfg)
+    assert sum(p.numel() for p in model.parameters()) == cfg.num_parameters()
 
 
 def test_output_sizes_per_kind() -> None:
@@ -176,6 +206,8 @@ def test_output_sizes_per_kind() -> None:
     assert preset("tiny", kind="state_value").seq_len == 78
     bc = preset("tiny", kind="behavioral_cloning")
     assert bc.output_size == 1968 and bc.seq_len == 78
+    # The board-head layout has no move token: 78 positions.
+    assert preset("tiny", attention="board_head").seq_len == 78
 
 
 def test_bad_configs_are_rejected() -> None:
@@ -183,6 +215,8 @@ def test_bad_configs_are_rejected() -> None:
         ModelConfig(num_layers=2, embed_dim=30, num_heads=4)
     with pytest.raises(ConfigError, match="shared_board"):
         preset("tiny", kind="state_value", attention="shared_board")
+    with pytest.raises(ConfigError, match="board_head"):
+        preset("tiny", kind="behavioral_cloning", attention="board_head")
     with pytest.raises(ConfigError, match="vocab_size"):
         ModelConfig(num_layers=2, embed_dim=32, num_heads=2, vocab_size=31)
     with pytest.raises(ConfigError, match="num_layers"):
@@ -275,7 +309,48 @@ def test_shared_board_move_output_is_independent_of_the_batch(shared_model: Tran
     assert np.abs(_run(shared_model, board, mixed)[:3] - all_at_once[:3]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("attention", ["shared_board", "full"])
+# --------------------------------------------------------------------------
+# Board head
+# --------------------------------------------------------------------------
+
+
+def test_board_head_matches_the_numpy_reference() -> None:
+    cfg = preset("tiny", attention="board_head")
+    model = build(cfg, seed=8)
+    with torch.no_grad():  # the promotion table starts at zero; make it count
+        model.move_head.promo.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(8))
+    p = params_of(model)
+    for board, actions in positions():
+        got = _run(model, board, actions)
+        want = reference_board_head(p, cfg, board, actions)
+        assert got.shape == (len(actions), 128)
+        assert np.abs(got - want).max() <= 1e-5
+        assert np.abs(want - want[:1]).max() > 1e-2
+    # Promotions: the same squares with another piece give another output.
+    board, actions = positions()[3]  # black to move: h2h1 with each of the four pieces
+    promos = [i for i, a in enumerate(actions) if len(ACTIONS[int(a)]) == 5]
+    assert len(promos) == 4
+    out = _run(model, board, actions[promos])
+    assert min(np.abs(out[i] - out[j]).max() for i in range(4) for j in range(i)) > 1e-3
+
+
+def test_board_head_square_table_points_at_the_moving_piece() -> None:
+    from neuralengine.model import action_square_tokens
+
+    src, dst, promo = action_square_tokens()
+    for fen in FENS:
+        board = chess.Board(fen)
+        seq = np.concatenate([[0], tokenize_board(board)])
+        for move in board.legal_moves:
+            a = MOVE_TO_ACTION[move.uci()]
+            piece = board.piece_at(move.from_square)
+            assert VOCAB[seq[src[a]]] == piece.symbol()
+            target = board.piece_at(move.to_square)
+            assert VOCAB[seq[dst[a]]] == (target.symbol() if target else ".")
+            assert promo[a] == (0 if move.promotion is None else "qrbn".index(chess.piece_symbol(move.promotion)) + 1)
+
+
+@pytest.mark.parametrize("attention", ["shared_board", "full", "board_head"])
 def test_batches_of_positions_equal_one_position_at_a_time(attention: str) -> None:
     model = build(preset("tiny", attention=attention), seed=4)
     data = positions()
@@ -302,7 +377,7 @@ def _onnx_session(model: Transformer, path: Path):  # noqa: ANN202
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("attention", ["full", "shared_board"])
+@pytest.mark.parametrize("attention", ["full", "shared_board", "board_head"])
 def test_onnx_parity_action_value(attention: str, tmp_path: Path) -> None:
     model = build(preset("tiny", attention=attention), seed=5)
     session = _onnx_session(model, tmp_path / "model.onnx")

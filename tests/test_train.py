@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralengine.data.text import convert_text
+from neuralengine.data.prepare import convert_text
 from neuralengine.encoding import bucket_values, win_prob_to_bucket
 from neuralengine.train import TrainConfig, hl_gauss_targets, kendall_tau, loss_fn, lr_at, train
 from neuralengine.weights import load_weights
@@ -117,3 +117,162 @@ def test_full_attention_training_runs(seed_shards: Path, tmp_path: Path):
                            eval_every=10, eval_positions=20), progress=False)
     assert load_weights(result["weights"]).config.attention == "full"
     assert 0.0 <= result["final_metrics"]["action_accuracy"] <= 1.0
+
+
+def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: Path):
+    """The accuracy of a trained model is a share of the test positions, and
+    evaluating it by hand (best predicted move against Stockfish's best)
+    gives the same number."""
+    from neuralengine.data.shards import open_shards
+    from neuralengine.export import model_from_weights
+    from neuralengine.train import ActionValueData, evaluate
+
+    result = train(_config(tmp_path / "run", seed_shards, steps=30, eval_every=30, eval_positions=60), progress=False)
+    model = model_from_weights(load_weights(result["weights"]))
+    test = ActionValueData(open_shards(sorted(str(p) for p in seed_shards.glob("test-*.neav"))))
+    values = torch.as_tensor(bucket_values(128), dtype=torch.float32)
+    hits = 0
+    for i in range(60):
+        lo, hi = test.offsets[i], test.offsets[i + 1]
+        with torch.no_grad():
+            lp = model(torch.as_tensor(test.boards[i : i + 1]), torch.as_tensor(test.actions[lo:hi][None]))[0]
+        pred = (lp.exp() @ values).numpy()
+        truth = test.win_probs[lo:hi]
+        hits += int(truth[int(np.argmax(pred))] >= truth.max() - 1e-6)
+    assert result["final_metrics"]["action_accuracy"] == pytest.approx(hits / 60)
+    assert evaluate(model, test, torch.device("cpu"), 60)["action_accuracy"] == pytest.approx(hits / 60)
+
+
+# --------------------------------------------------------------------------
+# Held-out data, atomic checkpoints, starting from weights
+# --------------------------------------------------------------------------
+
+
+def test_held_out_shards_never_enter_training(seed_shards: Path, tmp_path: Path):
+    from neuralengine.data.shards import Shard
+    from neuralengine.train import split_shard_paths
+
+    train_files, test_files = split_shard_paths([str(seed_shards)], None)
+    assert test_files and all(Path(f).name.startswith("test-") for f in test_files)
+    assert train_files and not any(Path(f).name.startswith("test-") for f in train_files)
+    # With an explicit --test-data the folder's own test shards stay out of training too.
+    explicit = split_shard_paths([str(seed_shards)], test_files)
+    assert explicit == (train_files, test_files)
+    result = train(_config(tmp_path / "run", seed_shards, steps=2, eval_every=1000, eval_positions=10,
+                           test_data=test_files), progress=False)
+    assert result["train_positions"] == sum(len(Shard(Path(f)).boards) for f in train_files)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one point of a checkpoint save."""
+
+
+def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path, tmp_path: Path, monkeypatch):
+    import os
+
+    import safetensors.torch
+
+    torch.set_num_threads(1)
+    kw = dict(steps=12, checkpoint_every=4, eval_every=1000, log_every=2)
+    straight = train(_config(tmp_path / "straight", seed_shards, **kw), progress=False)
+    want = load_weights(straight["weights"]).tensors
+    real = {"save_file": safetensors.torch.save_file, "fsync": os.fsync, "replace": os.replace}
+    # One save calls: save_file, fsync, replace (tensors), fsync, replace (readable copy).
+    for kill_at in range(5):
+        calls = {"saves": 0, "n": 0}
+
+        def hook(name: str):
+            def wrapped(*args, **kwargs):
+                calls["saves"] += name == "save_file"
+                if calls["saves"] == 2:  # the save of step 8: count its calls
+                    calls["n"] += 1
+                    if calls["n"] == kill_at + 1:
+                        raise _Killed(name)
+                return real[name](*args, **kwargs)
+            return wrapped
+
+        run = tmp_path / f"killed{kill_at}"
+        with monkeypatch.context() as m:
+            m.setattr(safetensors.torch, "save_file", hook("save_file"))
+            m.setattr(os, "fsync", hook("fsync"))
+            m.setattr(os, "replace", hook("replace"))
+            with pytest.raises(_Killed):
+                train(_config(run, seed_shards, **kw), progress=False)
+        from neuralengine.train import checkpoint_info
+
+        # The checkpoint on disk is whole: the one of step 4, or of step 8 once renamed.
+        assert checkpoint_info(run / "checkpoint.safetensors")["step"] == (8 if kill_at >= 3 else 4)
+        resumed = train(_config(run, seed_shards, **kw), progress=False)
+        got = load_weights(resumed["weights"]).tensors
+        assert max(float(np.abs(want[k] - got[k]).max()) for k in want) < 1e-5
+        steps = [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+        assert steps == sorted(set(steps)), f"metric rows repeated after a kill at {kill_at}: {steps}"
+        assert not list(run.glob(".*.tmp"))
+
+
+def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp_path: Path):
+    """--init: a shared-board run seeds a board-head model's encoder; a
+    checkpoint of the same architecture brings its optimiser state too."""
+    from neuralengine.model import Transformer
+    from neuralengine.train import init_from, main, model_config
+
+    first = train(_config(tmp_path / "first", seed_shards, steps=6, eval_every=1000), progress=False)
+    source = load_weights(first["weights"]).tensors
+    tc = _config(tmp_path / "second", seed_shards, attention="board_head")
+    model = Transformer(model_config(tc))
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters())
+    summary = init_from(first["weights"], model, ema, opt)
+    assert "fresh: head, move_head" in summary
+    state = model.state_dict()
+    assert np.array_equal(state["blocks.1.attn.q.weight"].numpy(), source["blocks.1.attn.q.weight"])
+    assert np.array_equal(state["pos_embed"].numpy(), source["pos_embed"][:78])
+    assert not opt.state
+    # Same architecture, from the run folder: model, EMA and AdamW moments.
+    tc_same = _config(tmp_path / "third", seed_shards)
+    model = Transformer(model_config(tc_same))
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters())
+    assert "optimiser" in init_from(str(tmp_path / "first"), model, ema, opt)
+    assert len(opt.state) == len(list(model.parameters()))
+    # The command line takes the architecture from the --init file.
+    out = tmp_path / "cli"
+    assert main(["--data", str(seed_shards), "--out", str(out), "--init", first["weights"], "--steps", "3",
+                 "--batch-size", "8", "--eval-positions", "10", "--threads", "1", "--quiet"]) == 0
+    weights = load_weights(out / "model.safetensors")
+    assert (weights.config.num_layers, weights.config.embed_dim) == (2, 32)
+    assert weights.metadata["provenance"]["init"] == "model.safetensors"
+
+
+def test_ranking_loss_prefers_the_teachers_order():
+    from neuralengine.train import ranking_loss
+
+    values = torch.as_tensor(bucket_values(128), dtype=torch.float32)
+
+    def peaked(p: list[float]) -> torch.Tensor:
+        idx = torch.as_tensor(win_prob_to_bucket(np.array(p)))
+        return torch.log_softmax(torch.nn.functional.one_hot(idx, 128).float() * 30.0, -1)[None]
+
+    target = torch.tensor([[0.9, 0.5, 0.1]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    right = ranking_loss(peaked([0.9, 0.5, 0.1]), target, mask, 0.05)
+    wrong = ranking_loss(peaked([0.1, 0.5, 0.9]), target, mask, 0.05)
+    assert right < wrong - 1.0
+    # A masked move changes nothing; a position with one move contributes nothing.
+    lp = peaked([0.9, 0.5, 0.2])
+    padded = ranking_loss(lp, torch.tensor([[0.9, 0.5, 0.3]]), torch.tensor([[True, True, False]]), 0.05)
+    assert padded == pytest.approx(float(ranking_loss(lp[:, :2], target[:, :2], mask[:, :2], 0.05)))
+    assert float(ranking_loss(lp[:, :1], target[:, :1], mask[:, :1], 0.05)) == 0.0
+    assert torch.allclose(lp.exp() @ values, torch.tensor([[0.9, 0.5, 0.2]]), atol=0.01)
+
+
+def test_board_head_training_with_flips_and_ranking_learns(seed_shards: Path, tmp_path: Path):
+    result = train(_config(tmp_path / "bh", seed_shards, attention="board_head", flip=0.5, rank_weight=1.0,
+                           steps=40), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "bh" / "metrics.csv")))
+    losses = [float(r["train_loss"]) for r in rows if r["train_loss"]]
+    assert losses[-1] < losses[0] - 0.2
+    weights = load_weights(result["weights"])
+    assert weights.config.attention == "board_head"
+    assert weights.metadata["provenance"]["flip"] == 0.5
+    assert (tmp_path / "bh" / "model.onnx").is_file()
