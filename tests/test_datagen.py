@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import json
 import random
 from pathlib import Path
@@ -176,6 +178,29 @@ def test_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path / "x"), "--games", "1", "--policies", "random"])
     assert exc.value.code == 2
+    # An engine that passes the first check, then fails to start for the
+    # games: one clear line and exit code 1, no traceback.
+    marker = tmp_path / "started-once"
+    fake = tmp_path / "flaky-engine"
+    fake.write_text(f"""#!{sys.executable}
+import os, sys
+if os.path.exists({str(marker)!r}):
+    sys.exit(0)
+open({str(marker)!r}, "w").close()
+for line in sys.stdin:
+    cmd = line.split()[:1]
+    if cmd == ["uci"]:
+        for name in ("MultiPV", "Skill Level", "UCI_LimitStrength", "UCI_Elo"):
+            print(f"option name {{name}} type spin default 1 min 0 max 3000")
+        print("id name Flaky\\nuciok", flush=True)
+    elif cmd == ["isready"]:
+        print("readyok", flush=True)
+    elif cmd == ["quit"]:
+        break
+""")
+    fake.chmod(0o755)
+    assert main(["--out", str(tmp_path / "y"), "--games", "1", "--workers", "1", "--stockfish", str(fake)]) == 1
+    assert "is not a working UCI engine" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import json
 import multiprocessing as mp
 import os
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndatagen: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    except (EngineError, cf.process.BrokenProcessPool) as exc:
+    except (EngineError, BrokenProcessPool) as exc:
         print(f"\ndatagen: {exc}; rerun with --resume to continue", file=sys.stderr)
         return 1
     finally:
