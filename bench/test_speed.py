@@ -106,3 +106,23 @@ def test_uci_round_trip(benchmark, bench_models: dict[str, Path], engine_command
         proc.stdin.write("quit\n")
         proc.stdin.flush()
         proc.wait(timeout=30)
+
+
+def test_uci_start_to_uciok(benchmark, engine_command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Process start to ``uciok``: what a GUI waits for when it starts the engine (the weights load afterwards)."""
+
+    def start() -> None:
+        proc = subprocess.Popen(engine_command + ["uci"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write("uci\n")
+            proc.stdin.flush()
+            for line in proc.stdout:
+                if line.startswith("uciok"):
+                    return
+            raise RuntimeError("the engine closed its output before uciok")
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+
+    benchmark.pedantic(start, rounds=5, iterations=1)

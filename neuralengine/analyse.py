@@ -16,6 +16,16 @@ import sys
 from neuralengine.uci import BACKEND_CHOICES
 
 
+def threads_arg(text: str) -> int:
+    """``--threads``: an integer in the range of the engine's UCI ``Threads`` option."""
+    from neuralengine.uci import make_options
+
+    try:
+        return int(make_options(weights="")["threads"].parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralengine analyse",
@@ -25,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="moves played from the position, in UCI notation (e2e4 e7e5 ...)")
     parser.add_argument("--weights", help="weights file (default: the shipped weights)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the backend")
+    parser.add_argument("--threads", type=threads_arg, default=1, help="CPU threads of the backend")
     parser.add_argument("--top", type=int, default=0, metavar="K", help="show only the best K moves (0: all)")
     parser.add_argument("--no-mate-rule", action="store_true",
                         help="score mate-in-one moves with the network too, instead of always ranking them first")
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         weights = str(default_weights())
     try:
-        engine = Engine.open(weights, args.backend, max(1, args.threads), warm_up=False,
+        engine = Engine.open(weights, args.backend, args.threads, warm_up=False,
                              mate_rule=not args.no_mate_rule)
     except (WeightsError, ValueError, OSError) as exc:
         print(f"neuralengine analyse: cannot load the weights: {exc}", file=sys.stderr)

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("neuralengine.train", "train a model on action-value shards"),
     "export": ("neuralengine.export", "write the ONNX graph (and optionally int8) of a weights file"),
     "convert": ("neuralengine.deepmind.convert", "convert DeepMind's released checkpoints"),
+    "probe": ("neuralengine.research.probe", "linear probes: what the network's layers know about the board"),
+    "download": ("neuralengine.deepmind.download", "download and convert a DeepMind model (9M, 136M, 270M, ...)"),
 }
 
 

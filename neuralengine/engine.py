@@ -22,25 +22,29 @@ and turns a :class:`chess.Board` into a ranked list of moves:
 
    * a move that checkmates at once is always played and scores 1.0 (``mate 1``),
      unless the mate rule is turned off;
-   * a move after which the game is drawn at once or can be claimed drawn by
-     repetition scores exactly 0.5: a fivefold repetition or a claimable
-     threefold repetition (DeepMind's rule, which needs the move history), and
-     also stalemate and insufficient material (what the Stockfish labels the
-     model was trained on would say).
+   * a move after which the game is drawn at once or can be claimed drawn
+     scores exactly 0.5: a fivefold repetition or a claimable threefold
+     repetition (DeepMind's rule, which needs the move history), a half-move
+     clock of 100 (the fifty-move rule can be claimed; at 150 the 75-move rule
+     ends the game), stalemate and insufficient material (what the Stockfish
+     labels the model was trained on would say).
 
 4. The best move is the argmax, with ties going to the lowest action index,
    or a sample from ``softmax(win_prob / T)`` when the temperature ``T`` > 0.
 
 Nothing here knows the UCI protocol; :mod:`neuralengine.uci` drives it.
-Time limits are deadlines on :func:`time.monotonic`. The engine keeps an
-estimate of the inference latency, and when the time left is too short for all
-moves in one batch it evaluates them in smaller chunks, stops before the
-deadline and plays the best move evaluated so far (or, if nothing fitted, a
-mate in one or else a move chosen by :func:`static_fallback`).
+Time limits are deadlines on :func:`time.monotonic`. One evaluation of all
+candidate moves is the smallest unit of work: the engine keeps an estimate of
+its latency, and when the time left is too short for that evaluation it plays
+at once a mate in one or else a move chosen by :func:`static_fallback`; it
+never plays the best of an arbitrary part of the moves. The draw rules are
+worked out before the evaluation, so that their cost is taken from the same
+deadline, and their history walk is bounded by the half-move clock.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import random
@@ -63,10 +67,17 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 256
 
 #: Seconds kept free before a deadline for the work after the last inference
-#: (rules, ranking, printing).
+#: (ranking, printing).
 FINISH_RESERVE = 0.002
-#: Seconds per evaluated move reserved for the draw rules after the inference.
+#: Seconds a search needs before its network call whatever the position:
+#: starting the search thread, listing the moves, looking for mates.
+SETUP_SECONDS = 0.003
+#: Seconds per candidate move for the draw rules, worked out before the call.
 RULE_SECONDS_PER_MOVE = 0.0001
+
+#: Half-moves without a capture or pawn move after which either side may
+#: claim a draw (the fifty-move rule); at 150 the game is drawn (75-move rule).
+FIFTY_MOVE_PLIES = 100
 
 #: Moves per network call when the latency is measured after loading.
 WARM_UP_ROWS = 6
@@ -301,42 +312,98 @@ def candidate_moves(board: chess.Board) -> tuple[list[chess.Move], list[int]]:
     return [m for _, m in pairs], [a for a, _ in pairs]
 
 
-def repetition_draw(board: chess.Board) -> bool:
-    """DeepMind's repetition rule for the position after a move.
+def position_key(board: chess.Board) -> tuple:
+    """What makes two positions "the same" for the repetition rules.
 
-    True if the position is a fivefold repetition, or a threefold repetition
-    can be claimed (now, or by the opponent with a reply). Repetitions need at
-    least three reversible half-moves in a row, so a small half-move clock
-    answers ``False`` without walking the move history.
+    Piece placement, side to move, castling rights and an en passant square
+    only when a capture there is legal: the same identity python-chess uses
+    for its repetition checks.
     """
-    if board.halfmove_clock < 3:
-        return False
-    return board.is_fivefold_repetition() or board.can_claim_threefold_repetition()
+    return (board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings,
+            board.occupied_co[chess.WHITE], board.occupied_co[chess.BLACK], board.turn,
+            board.clean_castling_rights(), board.ep_square if board.has_legal_en_passant() else None)
 
 
-def repetition_possible(board: chess.Board) -> bool:
-    """Whether any legal move of ``board`` can be a :func:`repetition_draw`.
+class DrawRules:
+    """The draw rules for the positions one move after ``board``, prepared once.
 
-    A claim after a move (or after the opponent's reply) needs a position
-    that has already occurred twice since the last irreversible move, so if
-    no position of that stretch of history occurred twice, no move needs the
-    (costly) per-move check.
+    The repetition rules need the positions since the last irreversible move.
+    They are read once, here, walking back at most ``halfmove_clock`` plies
+    (every reversible move raises the clock, so the stretch is never longer),
+    and only when the clock is below 99: from 99 on, every reversible move
+    reaches the fifty-move rule anyway and an irreversible one starts a new
+    stretch. The walk is therefore at most 98 plies however long the game.
+    Afterwards each move costs a lookup, plus a look at the opponent's replies
+    only when one of them can reach a position that occurred twice.
+
+    The result agrees with python-chess's ``is_fivefold_repetition()`` and
+    ``can_claim_threefold_repetition()`` on the position after the move.
     """
-    if not board.move_stack:
+
+    def __init__(self, board: chess.Board) -> None:
+        #: How often each position of the current stretch occurred (``board`` included).
+        self.seen: collections.Counter[tuple] = collections.Counter()
+        #: Plies of history read.
+        self.walked = 0
+        #: Positions that occurred twice or more: all, and those with ``board``'s side to move.
+        self._twice: set[tuple] = set()
+        self._twice_ours: list[tuple] = []
+        clock = board.halfmove_clock
+        if clock + 1 >= FIFTY_MOVE_PLIES or clock < 2 or not board.move_stack:
+            return
+        depth = min(clock, len(board.move_stack))
+        probe = board.copy(stack=depth)
+        self.seen[position_key(probe)] += 1
+        while probe.move_stack:
+            move = probe.pop()
+            self.walked += 1
+            if probe.is_irreversible(move):
+                break
+            self.seen[position_key(probe)] += 1
+        self._twice = {key for key, count in self.seen.items() if count >= 2}
+        self._twice_ours = [key for key in self._twice if key[8] == board.turn]
+
+    def draw_after(self, board: chess.Board, move: chess.Move) -> bool:
+        """Whether ``move`` (legal in ``board``) ends in a draw or lets one be claimed at once.
+
+        ``board`` is left as it was.
+        """
+        reversible = not board.is_irreversible(move)
+        board.push(move)
+        try:
+            if board.halfmove_clock >= FIFTY_MOVE_PLIES:
+                return not board.is_checkmate()
+            if board.is_stalemate() or board.is_insufficient_material():
+                return True
+            return reversible and self._repetition(board)
+        finally:
+            board.pop()
+
+    def _repetition(self, child: chess.Board) -> bool:
+        if not self._twice:
+            return False  # every claim needs a position that occurred twice already
+        if self.seen[position_key(child)] + 1 >= 3:
+            return True  # a threefold repetition now (a fivefold one included)
+        # The opponent may claim with a reply that reaches a position seen twice.
+        # Only a reversible reply can, and it moves one of the opponent's pieces to
+        # an empty square: the two positions differ on exactly two squares, which
+        # names the reply.
+        them = child.occupied_co[child.turn]
+        for key in self._twice_ours:
+            theirs_then = key[6] if child.turn == chess.WHITE else key[7]
+            left = them & ~theirs_then
+            arrived = theirs_then & ~them
+            if chess.popcount(left) != 1 or chess.popcount(arrived) != 1 or arrived & child.occupied:
+                continue
+            reply = chess.Move(chess.lsb(left), chess.lsb(arrived))
+            if not child.is_legal(reply):
+                continue
+            child.push(reply)
+            hit = position_key(child) == key
+            child.pop()
+            if hit:
+                return True
         return False
-    seen: set[str] = set()
-    probe = board.copy()
-    key = " ".join(probe.fen().split(" ")[:4])
-    seen.add(key)
-    while probe.move_stack:
-        move = probe.pop()
-        if probe.is_irreversible(move):
-            break
-        key = " ".join(probe.fen().split(" ")[:4])
-        if key in seen:
-            return True
-        seen.add(key)
-    return False
 
 
 def sample_softmax(values: Sequence[float], temperature: float, rng: random.Random) -> int:
@@ -386,10 +453,12 @@ class Engine:
         with a message that names the problem.
         """
         from neuralengine.backends import create_backend
+        from neuralengine.deepmind import resolve_weights
         from neuralengine.weights import read_metadata
 
-        if not os.path.isdir(weights_path):
-            read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        # A released model's name or a DeepMind checkpoint folder becomes its converted file.
+        weights_path = resolve_weights(weights_path)
+        read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
         engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
         if warm_up:
             engine.warm_up()
@@ -467,21 +536,39 @@ class Engine:
 
     # -- search ------------------------------------------------------------
 
+    def _calls(self, n_moves: int) -> tuple[int, int]:
+        """Network calls needed to score ``n_moves`` moves, and the rows of the largest call."""
+        if self.kind == BEHAVIORAL_CLONING:
+            return 1, 1
+        batch = max(1, self.batch_size)
+        return -(-n_moves // batch), min(n_moves, batch)
+
+    def evaluation_seconds(self, n_moves: int) -> float | None:
+        """Predicted seconds of the network calls that score ``n_moves`` moves (``None`` before any measurement)."""
+        calls, rows = self._calls(n_moves)
+        per_call = self.latency.predict(rows)
+        return None if per_call is None else calls * per_call
+
+    def _fits(self, control: SearchControl, seconds: float | None) -> bool:
+        """Whether work predicted to take ``seconds`` can start now and end ``FINISH_RESERVE`` before the deadline."""
+        if control.stop.is_set():
+            return False
+        remaining = control.remaining()
+        return remaining is None or seconds is None or seconds <= remaining - FINISH_RESERVE
+
     def _evaluate(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
-                  control: SearchControl, reserve: float = FINISH_RESERVE) -> tuple[dict[int, float], bool]:
+                  control: SearchControl) -> tuple[dict[int, float], bool]:
         """Network scores by position in ``moves``; ``complete`` is False if cut short.
 
-        A call starts only if its predicted end is ``reserve`` seconds before
-        the deadline.
+        The caller has checked that the whole evaluation fits the deadline: it
+        is one call, or ``ceil(moves / batch_size)`` calls when ``BatchSize``
+        is below the number of moves. Between such calls, ``stop`` or a
+        deadline already passed (the latency was mispredicted) ends it early.
         """
         scores: dict[int, float] = {}
         if not moves:
             return scores, True
         if self.kind == BEHAVIORAL_CLONING:
-            remaining = control.remaining()
-            if control.stop.is_set() or (remaining is not None and
-                                         self.latency.max_rows(remaining - reserve, 1) < 1):
-                return scores, False
             all_moves, all_actions = candidate_moves(board)
             probs = self._policy(board, all_actions)
             by_action = dict(zip(all_actions, probs))
@@ -489,14 +576,11 @@ class Engine:
         done = 0
         batch = max(1, self.batch_size)
         while done < len(moves):
-            if control.stop.is_set():
-                return scores, False
-            size = min(batch, len(moves) - done)
-            remaining = control.remaining()
-            if remaining is not None:
-                size = self.latency.max_rows(remaining - reserve, size)
-                if size < 1:
+            if done:
+                remaining = control.remaining()
+                if control.stop.is_set() or (remaining is not None and remaining <= 0):
                     return scores, False
+            size = min(batch, len(moves) - done)
             values = self._call(board, moves[done:done + size], actions[done:done + size])
             for k, value in enumerate(values):
                 scores[done + k] = float(value)
@@ -508,12 +592,17 @@ class Engine:
         """Choose a move for ``board`` (which keeps its move stack; it is restored on return).
 
         :param control: deadline and stop flag (default: no limit).
-        :param nodes: the most move evaluations.
+        :param nodes: the ``go nodes`` limit. One evaluation of all candidate
+            moves is the smallest unit of work, so every limit plays the move
+            a search without limit plays, as Lc0 plays its policy's best move
+            at ``nodes 1``; :attr:`SearchResult.nodes` still counts the moves
+            evaluated.
         :param searchmoves: only these moves are candidates (illegal ones are
             ignored; if none is legal, all moves are).
         :param ponder: also predict the opponent's reply with a second
             inference, if the deadline allows it.
         """
+        del nodes  # no limit below one evaluation; see above
         start = time.monotonic()
         control = control or SearchControl()
         moves, actions = candidate_moves(board)
@@ -536,25 +625,20 @@ class Engine:
                     mates.add(i)
                 board.pop()
 
-        to_eval = list(range(len(moves)))
-        if nodes is not None:
-            to_eval = to_eval[:max(0, nodes)]
-        reserve = FINISH_RESERVE + RULE_SECONDS_PER_MOVE * len(to_eval)
-        raw, complete = self._evaluate(board, [moves[i] for i in to_eval], [actions[i] for i in to_eval],
-                                       control, reserve)
-        model = {to_eval[k]: v for k, v in raw.items()}
-        complete = complete and len(to_eval) == len(moves)
-
-        # Immediate draws, for the evaluated moves.
+        # All moves are evaluated, or none: a part of them, in action order,
+        # would be an arbitrary choice. The draw rules come first, so that
+        # their time counts against the same deadline as the network's.
         terminal: dict[int, str] = {i: RULE_MATE for i in mates}
-        check_repetition = repetition_possible(board)
-        for i in model:
-            if i in mates:
-                continue
-            board.push(moves[i])
-            if board.is_stalemate() or board.is_insufficient_material() or (check_repetition and repetition_draw(board)):
-                terminal[i] = RULE_DRAW
-            board.pop()
+        model: dict[int, float] = {}
+        complete = False
+        network = self.evaluation_seconds(len(moves))
+        if self._fits(control, None if network is None else network + RULE_SECONDS_PER_MOVE * len(moves)):
+            rules = DrawRules(board)
+            for i, move in enumerate(moves):
+                if i not in mates and rules.draw_after(board, move):
+                    terminal[i] = RULE_DRAW
+            if self._fits(control, network):
+                model, complete = self._evaluate(board, moves, actions, control)
 
         scored: list[MoveScore] = []
         for i, move in enumerate(moves):
@@ -573,9 +657,7 @@ class Engine:
         if not scored:
             pick = min(mates) if mates else moves.index(static_fallback(board, moves))
             result.bestmove = moves[pick]
-            if not to_eval:
-                result.fallback = "the node limit allows no evaluation"
-            elif control.stop.is_set():
+            if control.stop.is_set():
                 result.fallback = "stopped before any evaluation"
             else:
                 result.fallback = "no time for an evaluation"
@@ -601,14 +683,14 @@ class Engine:
         return result
 
     def predicted_seconds(self, board: chess.Board) -> float | None:
-        """Predicted time of a complete search of ``board`` (``None`` before any measurement)."""
+        """Predicted time of a complete search of ``board``, from ``go`` to the answer
+        (``None`` before any measurement): setting up, the draw rules, the
+        network calls and the finish."""
         n = board.legal_moves.count()
-        rows = self._rows_needed(n)
-        calls = 1 if self.kind == BEHAVIORAL_CLONING else max(1, -(-rows // max(1, self.batch_size)))
-        per_call = self.latency.predict(min(rows, max(1, self.batch_size)))
-        if per_call is None:
+        network = self.evaluation_seconds(n)
+        if network is None:
             return None
-        return calls * per_call + FINISH_RESERVE + RULE_SECONDS_PER_MOVE * n
+        return SETUP_SECONDS + RULE_SECONDS_PER_MOVE * n + network + FINISH_RESERVE
 
     def effective_temperature(self, board: chess.Board) -> float:
         """The temperature for a move in ``board`` (0 after ``temperature_moves``)."""
@@ -727,6 +809,9 @@ def static_fallback(board: chess.Board, moves: Sequence[chess.Move]) -> chess.Mo
 
 #: Moves assumed left in the game when ``movestogo`` is not given.
 DEFAULT_MOVES_TO_GO = 30
+#: The most seconds of margin for a slow start that time trouble adds to the
+#: one search it allows (see :func:`time_budget`).
+TROUBLE_SLACK_CAP = 0.1
 
 
 def time_budget(*, movetime: float | None = None, time_left: float | None = None, increment: float = 0.0,
@@ -736,12 +821,18 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
     All arguments are in seconds. With ``movetime`` the budget is
     ``movetime - overhead`` (but at least half of ``movetime``). With a clock,
     the share is ``time_left / movestogo + 3/4 increment``, at most half the
-    clock, and the budget is that share minus ``overhead``. In time trouble,
-    when that budget is shorter than ``needed`` (the predicted time of one
-    full evaluation) but a tenth of the clock minus ``overhead`` is not, the
-    budget is ``needed``: a fast network keeps playing evaluated moves. When
-    both limits are given the smaller one counts. The result is never
-    negative; 0 means "answer at once".
+    clock, and the budget is that share minus ``overhead``. ``needed`` is the
+    predicted time of one complete search (:meth:`Engine.predicted_seconds`).
+    When the share is shorter than twice that, but the clock minus
+    ``overhead`` (the usable clock) still holds twice that, the engine is in
+    time trouble but can afford one search: the budget is ``needed`` plus a
+    margin for delays before the search starts (a busy machine, a slow thread
+    start), the larger of ``needed`` and a tenth of the usable clock (at most
+    ``TROUBLE_SLACK_CAP``). The engine stops after its one evaluation, so the
+    margin is rarely spent, and every legal move is evaluated. Below that the
+    share stands, and when it is too short the engine answers at
+    once with its fallback move. When both limits are given the smaller one
+    counts. The result is never negative; 0 means "answer at once".
     """
     budgets: list[float] = []
     if movetime is not None:
@@ -752,8 +843,10 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
         mtg = movestogo if movestogo and movestogo > 0 else DEFAULT_MOVES_TO_GO
         share = min(time_left / mtg + 0.75 * max(increment, 0.0), time_left / 2)
         clock_budget = share - overhead
-        if needed is not None and clock_budget < needed <= time_left / 10 - overhead:
-            clock_budget = needed
+        usable = time_left - overhead
+        if needed is not None and clock_budget < 2 * needed <= usable:
+            needed = max(needed, 0.0)
+            clock_budget = needed + max(needed, min(usable / 10, TROUBLE_SLACK_CAP))
         budgets.append(clock_budget)
     if not budgets:
         return None

@@ -13,83 +13,18 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from neuralengine.backends.onnx import WEIGHTS_SHA_KEY
-from neuralengine.config import ACTION_VALUE
-from neuralengine.weights import Weights, WeightsError, load_weights, read_metadata
+from neuralengine.atomic import atomic_path
+from neuralengine.backends.graph import OPSET, WEIGHTS_SHA_KEY, export_onnx, export_weights_file, \
+    model_from_weights
+from neuralengine.backends.graph import set_graph_metadata as _set_metadata
+from neuralengine.weights import WeightsError, read_metadata
 
-if TYPE_CHECKING:
-    import torch
-
-    from neuralengine.model import Transformer
-
-OPSET = 17
+__all__ = ["OPSET", "QUANTIZATION_KEY", "export_onnx", "export_weights_file", "int8_path", "model_from_weights",
+           "quantize_int8"]
 
 #: ONNX metadata key marking a quantised graph.
 QUANTIZATION_KEY = "neuralengine.quantization"
-
-
-def model_from_weights(weights: Weights, device: str | torch.device = "cpu") -> Transformer:
-    """A PyTorch :class:`~neuralengine.model.Transformer` holding ``weights``, in eval mode."""
-    import numpy as np
-    import torch
-
-    from neuralengine.model import Transformer
-
-    model = Transformer(weights.config)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.tensors.items()}
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
-
-
-def _set_metadata(path: Path, entries: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in entries.items():
-        entry = existing.get(key) or proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-
-
-def export_onnx(model: Transformer, path: str | os.PathLike[str], weights_sha256: str = "") -> Path:
-    """Write ``model`` as an ONNX graph with dynamic batch and move axes.
-
-    Action-value graphs take ``board`` int64 [B, 77] and ``actions`` int64
-    [B, N] and return ``log_probs`` [B, N, K]; the others take ``board`` and
-    return [B, K].
-    """
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().cpu().eval()
-    board = torch.zeros(1, 77, dtype=torch.int64)
-    if model.cfg.kind == ACTION_VALUE:
-        args: tuple[torch.Tensor, ...] = (board, torch.zeros(1, 3, dtype=torch.int64))
-        names = ["board", "actions"]
-        axes = {"board": {0: "batch"}, "actions": {0: "batch", 1: "moves"}, "log_probs": {0: "batch", 1: "moves"}}
-    else:
-        args = (board,)
-        names = ["board"]
-        axes = {"board": {0: "batch"}, "log_probs": {0: "batch"}}
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(tmp), input_names=names, output_names=["log_probs"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    _set_metadata(tmp, {WEIGHTS_SHA_KEY: weights_sha256})
-    os.replace(tmp, path)
-    return path
-
-
-def export_weights_file(weights_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str] | None = None) -> Path:
-    """Export the ONNX sidecar of a weights file (default: same name, ``.onnx``)."""
-    weights = load_weights(weights_path)
-    target = Path(onnx_path) if onnx_path else Path(weights_path).with_suffix(".onnx")
-    return export_onnx(model_from_weights(weights), target, weights.sha256)
 
 
 def int8_path(onnx_path: str | os.PathLike[str]) -> Path:
@@ -123,13 +58,11 @@ def quantize_int8(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike
     target = Path(out_path) if out_path else int8_path(src)
     target.parent.mkdir(parents=True, exist_ok=True)
     sha = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}.get(WEIGHTS_SHA_KEY, "")
-    tmp = target.with_name(target.name + ".tmp")
-    with warnings.catch_warnings():
+    with atomic_path(target) as tmp, warnings.catch_warnings():  # a unique temporary name
         warnings.simplefilter("ignore")
         quantize_dynamic(str(src), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
                          weight_type=QuantType.QInt8)
-    _set_metadata(tmp, {WEIGHTS_SHA_KEY: sha, QUANTIZATION_KEY: "int8-dynamic"})
-    os.replace(tmp, target)
+        _set_metadata(tmp, {WEIGHTS_SHA_KEY: sha, QUANTIZATION_KEY: "int8-dynamic"})
     return target
 
 

@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 #: File name of the shipped model inside ``weights/``.
 DEFAULT_WEIGHTS_NAME = "neuralengine.safetensors"
 
+#: Folder of the installed package that holds ``weights/`` (see pyproject.toml).
+PACKAGE_WEIGHTS_DIR = "weights_data"
+
+
+def _package_weights() -> Path | None:
+    """The shipped weights installed as package data, if this is an installed copy."""
+    from importlib.resources import files
+
+    try:
+        resource = files("neuralengine") / PACKAGE_WEIGHTS_DIR / DEFAULT_WEIGHTS_NAME
+    except (ModuleNotFoundError, TypeError, OSError):
+        return None
+    # The engine needs a real file (ONNX Runtime opens the graph beside it by
+    # name), which every install from a wheel provides.
+    path = Path(str(resource))
+    return path if path.is_file() else None
+
 
 def default_weights() -> Path:
     """The weights the engine loads when none are named.
 
-    In order: ``$NEURALENGINE_WEIGHTS``; ``weights/`` of a source checkout;
-    ``share/neuralengine/weights`` of an installed package.
+    In order: ``$NEURALENGINE_WEIGHTS``; the package data of an installed
+    copy (``neuralengine/weights_data/``, found with :mod:`importlib.resources`
+    so that ``pip install --user`` and other schemes work); ``weights/`` of a
+    source checkout or an editable install.
     """
     env = os.environ.get("NEURALENGINE_WEIGHTS")
     if env:
         return Path(env)
-    candidates = [
-        Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME,
-        Path(sys.prefix) / "share" / "neuralengine" / "weights" / DEFAULT_WEIGHTS_NAME,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
+    installed = _package_weights()
+    if installed is not None:
+        return installed
+    return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME
 
 
 #: Places Stockfish is installed by package managers, tried after ``PATH``
@@ -44,3 +58,44 @@ def find_stockfish() -> str | None:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def cache_dir() -> Path:
+    """The engine's cache folder (ONNX graphs, DeepMind downloads and conversions).
+
+    ``$NEURALENGINE_CACHE``, else ``$XDG_CACHE_HOME/neuralengine``, else
+    ``~/.cache/neuralengine``.
+    """
+    base = os.environ.get("NEURALENGINE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "neuralengine")
+    return Path(base)
+
+
+#: DeepMind's released models, by the names ``neuralengine download`` and
+#: ``WeightsFile`` accept.
+DEEPMIND_MODELS = ("9M", "136M", "270M", "9M_state_value", "9M_behavioral_cloning")
+
+
+def deepmind_model_name(value: str | os.PathLike[str]) -> str | None:
+    """The released model ``value`` names (``270M``, any case), or None.
+
+    A file or folder of that name in the current folder wins over the model.
+    """
+    text = os.fspath(value)
+    for name in DEEPMIND_MODELS:
+        if text.lower() == name.lower():
+            return None if os.path.exists(text) else name
+    return None
+
+
+def downloaded_weights(name: str) -> Path:
+    """The converted weights of a released DeepMind model in the cache
+    (written by ``neuralengine download NAME``)."""
+    return cache_dir() / "deepmind" / "models" / f"{name}.safetensors"
+
+
+def weights_argument(value: str | os.PathLike[str]) -> Path:
+    """A ``--weights`` value as a path: a released model's name (``270M``)
+    becomes its converted file in the cache, anything else is unchanged."""
+    name = deepmind_model_name(value)
+    return downloaded_weights(name) if name is not None else Path(value)

@@ -75,18 +75,22 @@ class ActionValueData:
 
         Positions with more than ``max_moves`` moves contribute a random subset.
         """
-        n = int(min(self.counts[idx].max(), max_moves))
-        acts = np.zeros((len(idx), n), np.int64)
-        probs = np.zeros((len(idx), n), np.float32)
-        mask = np.zeros((len(idx), n), bool)
-        for row, i in enumerate(idx):
-            lo, hi = self.offsets[i], self.offsets[i + 1]
-            sel = np.arange(lo, hi)
-            if len(sel) > n:
-                sel = rng.choice(sel, n, replace=False)
-            acts[row, : len(sel)] = self.actions[sel]
-            probs[row, : len(sel)] = self.win_probs[sel]
-            mask[row, : len(sel)] = True
+        counts = self.counts[idx]
+        widest = int(counts.max())
+        n = int(min(widest, max_moves))
+        column = np.arange(widest)
+        valid = column[None, :] < counts[:, None]
+        # Rows with more than n moves keep a random n of them; the others
+        # keep all their moves in order. Sorting keys picks both at once.
+        keys = np.where(valid, column[None, :] / widest, 2.0)
+        crowded = counts > n
+        if crowded.any():
+            keys[crowded] = np.where(valid[crowded], rng.random((int(crowded.sum()), widest)), 2.0)
+        order = np.argsort(keys, axis=1, kind="stable")[:, :n]
+        mask = order < counts[:, None]
+        flat = np.where(mask, self.offsets[idx][:, None] + order, 0)
+        acts = np.where(mask, self.actions[flat], 0)
+        probs = np.where(mask, self.win_probs[flat], 0.0).astype(np.float32)
         return self.boards[idx], acts, probs, mask
 
     def action_batch(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

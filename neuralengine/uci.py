@@ -8,8 +8,14 @@ Design:
 * ``uci`` is answered from the standard library alone. NumPy, python-chess,
   ONNX Runtime and the weights are imported and loaded afterwards on a
   background thread; ``isready`` waits for them.
+* A reader thread stamps each input line with its arrival time, and the
+  main thread handles the lines in order (:func:`serve`): a ``go`` counts its
+  time from its arrival.
 * Searches run on a worker thread, so ``stop``, ``ponderhit``, ``isready``
-  and ``quit`` are answered while the engine thinks.
+  and ``quit`` are answered while the engine thinks. One search runs at a
+  time, and each ``go`` gets exactly one ``bestmove``.
+* A search waits for the weights only as long as its time allows; new
+  weights replace the loaded ones only once they have loaded.
 * Every input line is handled on its own: a bad line gets an
   ``info string`` that explains the problem, and the engine keeps its last
   valid state. Input is read as bytes (invalid UTF-8 is replaced, overlong
@@ -22,11 +28,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 from neuralengine import __version__
 
@@ -196,6 +203,11 @@ class Output:
         if self.debug:
             self.log(f"<< {line}")
 
+    def close(self) -> None:
+        """Write nothing more (after ``quit``)."""
+        with self.lock:
+            self.broken = True
+
     def info(self, text: str) -> None:
         """An ``info string`` line (one line, whatever ``text`` holds)."""
         self.send("info string " + " ".join(text.split()))
@@ -217,23 +229,45 @@ class Output:
 
 LoadKey = tuple[str, str, int]
 
+#: Longest pause of a waiting thread between two looks at the clock. A wait
+#: ends as soon as what it waits for happens (the loader notifies, and so do
+#: ``stop`` and ``ponderhit``); the pause only bounds how late a deadline is
+#: noticed.
+POLL_SECONDS = 0.02
+
 
 class Loader:
     """Loads the engine for the wanted (weights, backend, threads) on a thread.
 
-    :meth:`want` records the wanted key and starts the thread if it is idle;
-    the thread loads, and loads again if the key changed meanwhile.
-    :meth:`wait` blocks until the engine for the current key is ready (or
-    failed).
+    :meth:`want` records the wanted key and starts the thread if it is idle.
+    The thread first imports the engine's modules (python-chess, NumPy: a
+    search needs them for its time budget and its fallback move), then loads
+    the key, and loads again if the key changed meanwhile. A new engine
+    replaces the current one only once it has loaded: when a load fails, the
+    previous engine stays in use and :attr:`error` says why. (For a moment
+    both models are in memory.)
+
+    :param opener: ``opener(path, backend, threads)`` returns an engine or
+        raises with a message; the default is :meth:`Engine.open`.
+    :param clock: the time source of the deadlines given to :meth:`wait_for`.
     """
 
-    def __init__(self, output: Output) -> None:
+    def __init__(self, output: Output, opener: Callable[[str, str, int], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.output = output
+        self.opener = opener
+        self.clock = clock
         self.cond = threading.Condition()
         self.wanted: LoadKey | None = None
         self.loaded: LoadKey | None = None
+        #: The engine searches use: the last one that loaded.
         self.engine: Engine | None = None
+        #: Why the load of :attr:`loaded` failed, or ``None``.
         self.error: str | None = None
+        #: Engines loaded so far; a search reseeds its engine when this changes.
+        self.generation = 0
+        #: ``None`` until the engine's modules are imported, then ``True``, or why the import failed.
+        self.modules: bool | str | None = None
         self.busy = False
         self.announced = True
 
@@ -251,6 +285,7 @@ class Loader:
         threading.Thread(target=self._run, name="neuralengine-loader", daemon=True).start()
 
     def _run(self) -> None:
+        self._import_modules()
         while True:
             with self.cond:
                 key = self.wanted
@@ -260,9 +295,27 @@ class Loader:
                     return
             engine, error = self._load(key)
             with self.cond:
-                self.engine, self.error, self.loaded = engine, error, key
+                if engine is not None:
+                    self.engine = engine
+                    self.generation += 1
+                self.error, self.loaded = error, key
                 self.announced = False
                 self.cond.notify_all()
+
+    def _import_modules(self) -> None:
+        with self.cond:
+            if self.modules is True:
+                return
+        try:
+            import chess  # noqa: F401
+
+            import neuralengine.engine  # noqa: F401
+            state: bool | str = True
+        except Exception as exc:  # a broken installation still gets legal moves
+            state = f"{type(exc).__name__}: {exc}"
+        with self.cond:
+            self.modules = state
+            self.cond.notify_all()
 
     def _load(self, key: LoadKey) -> tuple[Engine | None, str | None]:
         path, backend, threads = key
@@ -270,12 +323,12 @@ class Loader:
         if self.output.debug:
             self.output.log(f"loading {path} with backend {backend}, {threads} threads")
         try:
-            from neuralengine.engine import Engine
+            if self.opener is not None:
+                engine = self.opener(path, backend, threads)
+            else:
+                from neuralengine.engine import Engine
 
-            # Free the previous model before the next one is read.
-            with self.cond:
-                self.engine = None
-            engine = Engine.open(os.path.expanduser(path), backend, threads)
+                engine = Engine.open(os.path.expanduser(path), backend, threads)
         except Exception as exc:  # every failure becomes a message, never a crash
             message = str(exc) or type(exc).__name__
             if not path:
@@ -285,22 +338,44 @@ class Loader:
             self.output.log(f"loaded in {time.monotonic() - started:.2f}s: {engine.describe()}")
         return engine, None
 
+    def current(self) -> bool:
+        """Whether the wanted key has been loaded (or has failed); call with :attr:`cond` held."""
+        return not self.busy and self.loaded == self.wanted
+
     def ready(self) -> bool:
         with self.cond:
-            return not self.busy and self.loaded == self.wanted
+            return self.current()
 
-    def wait(self, timeout: float | None = None, stop: threading.Event | None = None) -> bool:
-        """Wait until the wanted engine is loaded or failed; ``False`` on timeout or stop."""
-        end = None if timeout is None else time.monotonic() + timeout
+    def wait_for(self, ready: Callable[[], bool], deadline: Callable[[], float | None] = lambda: None,
+                 stop: threading.Event | None = None) -> bool:
+        """Wait until ``ready()`` (called with :attr:`cond` held) is true.
+
+        Returns ``False`` when ``stop`` is set, or the time ``deadline()``
+        returns has come, first. ``deadline`` is asked again at every wake-up,
+        so it may move (``ponderhit``) or appear while the wait runs.
+        """
         with self.cond:
-            while self.busy or self.loaded != self.wanted:
+            while not ready():
                 if stop is not None and stop.is_set():
                     return False
-                left = 0.05 if end is None else min(0.05, end - time.monotonic())
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
+                timeout = POLL_SECONDS
+                end = deadline()
+                if end is not None:
+                    left = end - self.clock()
+                    if left <= 0:
+                        return False
+                    timeout = min(timeout, left)
+                self.cond.wait(timeout)
             return True
+
+    def wait(self) -> None:
+        """Wait until the wanted engine is loaded or has failed."""
+        self.wait_for(self.current)
+
+    def poke(self) -> None:
+        """Wake the waiting threads, so that they look at their stop flag and deadline again."""
+        with self.cond:
+            self.cond.notify_all()
 
 
 # --------------------------------------------------------------------------
@@ -368,14 +443,52 @@ def parse_go(tokens: list[str], warn: Callable[[str], None]) -> GoParams:
     return params
 
 
+#: Seconds kept before the deadline when waiting for the weights: enough to
+#: play the fallback move and print it.
+LOAD_MARGIN = 0.01
+
+
+def provisional_budget(white: bool, params: GoParams) -> float | None:
+    """A time limit that is safe before the engine's time management is imported.
+
+    Half of ``movetime``, and half of the clock's default share: never more
+    than :func:`neuralengine.engine.time_budget` would allow, give or take
+    the ``Move Overhead``. It bounds only the wait for the engine's modules
+    right after start-up; ``None`` without a limit.
+    """
+    limits = []
+    if params.movetime is not None:
+        limits.append(max(params.movetime, 0) / 2000.0)
+    clock = params.wtime if white else params.btime
+    if clock is not None:
+        limits.append(max(clock, 0) / 1000.0 / 60.0)
+    return min(limits) if limits else None
+
+
+def parse_move(board: chess.Board, text: str) -> chess.Move:
+    """``text`` as a legal move of ``board`` (raises ``ValueError``).
+
+    The promotion letter may be upper case (``e7e8Q``), as Stockfish accepts.
+    """
+    if len(text) == 5:
+        text = text[:4] + text[4].lower()
+    return board.parse_uci(text)
+
+
 class SearchJob(threading.Thread):
-    """One ``go``: runs the engine and prints ``info`` and ``bestmove``."""
+    """One ``go``: finds a move within the time and prints ``info`` and exactly one ``bestmove``.
+
+    The thread waits for the engine (its modules, then the weights) only as
+    long as its time allows, and plays a move without the network otherwise.
+    The reader thread may call :meth:`stop` and :meth:`ponderhit` at any
+    time. The time of the move runs from ``started``, when the ``go`` line
+    arrived, or from the ``ponderhit``.
+    """
 
     def __init__(self, server: "UciServer", board: chess.Board, params: GoParams, started: float) -> None:
         super().__init__(name="neuralengine-search", daemon=True)
-        from neuralengine.engine import SearchControl
-
         self.server = server
+        self.clock = server.clock
         #: Option values when the search started (later setoption calls do not change it).
         self.options = {name: opt.value for name, opt in server.options.items()}
         self.board = board
@@ -385,48 +498,98 @@ class SearchJob(threading.Thread):
         self.started = started
         #: When the clock started for this move: the ``go``, or the ``ponderhit``.
         self.clock_start = started
-        self.budget = server.budget(board, params, self.options)
-        waiting = params.infinite or params.ponder
-        self.control = SearchControl(None if waiting or self.budget is None else started + self.budget)
-        self.wait_for_stop = waiting
-        self.release = threading.Event()  # set by stop or ponderhit
-        self.answered = threading.Event()  # set once bestmove is out
+        #: Guards the deadline and the ponder state, which ``ponderhit`` changes.
+        self.lock = threading.Lock()
+        #: Set by ``stop``; it is the stop flag of the engine's search too.
+        self.stop_event = threading.Event()
+        #: Set when ``bestmove`` may be printed: from the start for a timed ``go``;
+        #: for ``go ponder`` on ``ponderhit`` or ``stop``; for ``go infinite`` on ``stop`` only.
+        self.release = threading.Event()
+        if not (params.ponder or params.infinite):
+            self.release.set()
+        self.pondering = params.ponder
+        #: The engine's :class:`~neuralengine.engine.SearchControl`, once its module is imported.
+        self.control: Any = None
+        #: Predicted seconds of a complete search, once the engine is known (the time-trouble rule).
+        self.needed: float | None = None
+        #: When the move must be chosen (on :attr:`clock`), or ``None`` for no limit.
+        self.deadline: float | None = None
+        self.answered = threading.Event()  # set just before bestmove is written
         self.done = threading.Event()
+        with self.lock:
+            self._set_deadline()
 
     def option(self, name: str) -> Any:
         return self.options[name.lower()]
 
-    def stop(self) -> None:
-        self.control.stop.set()
-        self.release.set()
+    def _send(self, line: str) -> None:
+        """Print a line of this search, unless ``quit`` has come (then the GUI reads no more)."""
+        if not self.server.quitting.is_set():
+            self.server.out.send(line)
 
-    def ponderhit(self) -> None:
-        """The opponent played the expected move: think on the clock from now."""
-        self.clock_start = time.monotonic()
-        if self.budget is not None:
-            self.control.deadline = self.clock_start + self.budget
-        self.wait_for_stop = False
+    def _info(self, text: str) -> None:
+        if not self.server.quitting.is_set():
+            self.server.out.info(text)
+
+    def _set_deadline(self) -> None:
+        """Work out :attr:`deadline` and hand it to the engine; call with :attr:`lock` held."""
+        if self.params.infinite or self.pondering:
+            deadline = None
+        else:
+            if self.server.loader.modules is True:
+                budget = self.server.budget(self.board, self.params, self.options, self.needed)
+            else:
+                budget = provisional_budget(self.board.turn, self.params)
+            deadline = None if budget is None else self.clock_start + budget
+        self.deadline = deadline
+        if self.control is not None:
+            self.control.deadline = deadline
+        self.server.loader.poke()
+
+    def _wait_deadline(self) -> float | None:
+        deadline = self.deadline
+        return None if deadline is None else deadline - LOAD_MARGIN
+
+    def stop(self) -> None:
+        self.stop_event.set()
         self.release.set()
+        self.server.loader.poke()
+
+    def ponderhit(self, now: float) -> None:
+        """The opponent played the expected move: think on the clock from ``now``."""
+        with self.lock:
+            if not self.pondering:
+                return
+            self.pondering = False
+            self.clock_start = now
+            self._set_deadline()
+            if not self.params.infinite:
+                self.release.set()
+
+    def waits_for_release(self) -> bool:
+        """Whether the bestmove waits for ``stop`` or ``ponderhit``."""
+        return not self.release.is_set()
 
     def run(self) -> None:
         try:
             self._run()
         except Exception as exc:  # never leave the GUI without a bestmove
-            out = self.server.out
-            out.info(f"error: search failed: {type(exc).__name__}: {exc}")
+            self._info(f"error: search failed: {type(exc).__name__}: {exc}")
             if self.server.out.debug:
                 import traceback
 
-                out.log(traceback.format_exc())
-            self.board = self.root
-            moves = list(self.root.legal_moves)
-            self._finish(moves[0] if moves else None, None)
+                self.server.out.log(traceback.format_exc())
+            if not self.answered.is_set():
+                self.board = self.root
+                moves = list(self.root.legal_moves)
+                self._finish(moves[0] if moves else None, None)
         finally:
             self.done.set()
 
     def _finish(self, move: chess.Move | None, ponder: chess.Move | None) -> None:
-        if self.wait_for_stop:
-            self.release.wait()
+        self.release.wait()
+        if self.answered.is_set():
+            return
         if move is None:
             line = "bestmove (none)"
         else:
@@ -435,8 +598,10 @@ class SearchJob(threading.Thread):
                 self.board.push(move)
                 line += f" ponder {self.board.uci(ponder)}"
                 self.board.pop()
-        self.server.out.send(line)
+        # Marked before the line is written: a go that follows this bestmove
+        # must find the search answered, not running.
         self.answered.set()
+        self._send(line)
 
     def _searchmoves(self) -> list[chess.Move] | None:
         if not self.params.searchmoves:
@@ -444,75 +609,103 @@ class SearchJob(threading.Thread):
         moves = []
         for text in self.params.searchmoves:
             try:
-                moves.append(self.board.parse_uci(text))
+                moves.append(parse_move(self.board, text))
             except ValueError:
-                self.server.out.info(f"searchmoves: {_echo(text)} is not a legal move here; ignored")
+                self._info(f"searchmoves: {_echo(text)} is not a legal move here; ignored")
         if not moves:
-            self.server.out.info("searchmoves: no legal move given; searching all moves")
+            self._info("searchmoves: no legal move given; searching all moves")
             return None
         return moves
 
     def _run(self) -> None:
-        out = self.server.out
         board = self.board
         if not any(board.generate_legal_moves()):
             score = "mate 0" if board.is_check() else "cp 0"
-            out.info("game over: " + ("checkmate" if board.is_check() else "stalemate"))
-            out.send(f"info depth 0 score {score}")
+            self._info("game over: " + ("checkmate" if board.is_check() else "stalemate"))
+            self._send(f"info depth 0 score {score}")
             self._finish(None, None)
             return
         searchmoves = self._searchmoves()
         loader = self.server.loader
-        remaining = self.control.remaining()
-        loader.wait(None if remaining is None else max(remaining - 0.01, 0.0), self.control.stop)
-        with loader.cond:
-            engine, error, ready = loader.engine, loader.error, loader.loaded == loader.wanted and not loader.busy
-        if engine is None or not ready:
-            self._fallback(error if ready else "the weights are still loading")
+        # 1. The engine's modules: its time management and fallback move need them.
+        loader.wait_for(lambda: loader.modules is not None, self._wait_deadline, self.stop_event)
+        modules = loader.modules
+        if modules is not True:
+            self._without_engine("the engine is still starting" if modules is None
+                                 else f"the engine cannot be imported: {modules}")
             return
-        self.server.configure(engine, self.options)
-        if self.control.deadline is not None:
-            # Now that the network's speed is known, time trouble may allow one evaluation.
-            budget = self.server.budget(board, self.params, self.options, engine.predicted_seconds(board))
-            if budget is not None:
-                self.budget = budget
-                self.control.deadline = self.clock_start + budget
+        from neuralengine.engine import SearchControl
+
+        with self.lock:
+            self.control = SearchControl(None)
+            self.control.stop = self.stop_event
+            self._set_deadline()
+        # 2. The weights asked for, as long as the time allows; else the previous ones, if any.
+        loader.wait_for(loader.current, self._wait_deadline, self.stop_event)
+        with loader.cond:
+            engine, error, generation, current = loader.engine, loader.error, loader.generation, loader.current()
+        if engine is None:
+            self._fallback(error if current and error else "the weights are still loading")
+            return
+        if not current:
+            self._info(f"the new weights are still loading; searching with {engine.describe()}")
+        self.server.configure(engine, self.options, generation)
+        with self.lock:
+            self.needed = engine.predicted_seconds(board)
+            self._set_deadline()  # the time-trouble rule needs the engine's speed
         result = engine.search(board, control=self.control, nodes=self.params.nodes, searchmoves=searchmoves,
                                ponder=bool(self.option("Ponder")))
         self._report(result)
         self._finish(result.bestmove, result.ponder)
 
-    def _fallback(self, reason: str | None) -> None:
-        out = self.server.out
-        try:
-            from neuralengine.engine import Engine
+    def _elapsed(self) -> float:
+        return max(self.clock() - self.started, 0.0)
 
-            move = Engine.fallback(self.board)
-        except Exception:
-            move = next(iter(self.board.legal_moves))
-        out.info(f"no network available ({reason}); playing a legal move without evaluation")
-        elapsed = int((time.monotonic() - self.started) * 1000)
-        from neuralengine.engine import fallback_score
-
-        out.send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(self.board, move)} nodes 0 nps 0 "
-                 f"time {elapsed} pv {self.board.uci(move)}")
+    def _unevaluated(self, reason: str, move: chess.Move, score: str) -> None:
+        """Play ``move``, chosen without the network, and say why."""
+        self._info(f"no network available ({reason}); playing a legal move without evaluation")
+        self._send(f"info depth 1 seldepth 1 multipv 1 score {score} nodes 0 nps 0 "
+                             f"time {int(self._elapsed() * 1000)} pv {self.board.uci(move)}")
         self._finish(move, None)
 
-    def _report(self, result: SearchResult) -> None:
-        out = self.server.out
+    def _fallback(self, reason: str) -> None:
+        from neuralengine.engine import Engine, fallback_score
+
+        try:
+            move = Engine.fallback(self.board)
+        except Exception:
+            move = None
+        if move is None:
+            move = next(iter(self.board.legal_moves))
+        self._unevaluated(reason, move, fallback_score(self.board, move))
+
+    def _without_engine(self, reason: str) -> None:
+        """A legal move from python-chess alone: a mate in one, else the first move generated."""
         board = self.board
-        elapsed = max(time.monotonic() - self.started, 1e-6)
+        moves = list(board.legal_moves)
+        for move in moves:
+            board.push(move)
+            mate = board.is_checkmate()
+            board.pop()
+            if mate:
+                self._unevaluated(reason, move, "mate 1")
+                return
+        self._unevaluated(reason, moves[0], "cp 0")
+
+    def _report(self, result: SearchResult) -> None:
+        board = self.board
+        elapsed = self._elapsed()
         time_ms = int(elapsed * 1000)
-        nps = int(result.nodes / elapsed)
+        nps = round(result.nodes / elapsed) if elapsed > 0 else 0
         if result.fallback:
-            out.info(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")  # type: ignore[arg-type]
+            self._info(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")  # type: ignore[arg-type]
         elif not result.complete:
-            out.info(f"evaluated {result.nodes} of {self.board.legal_moves.count()} moves before the limit")
+            self._info(f"evaluated {result.nodes} of {self.board.legal_moves.count()} moves before the limit")
         if not result.ranked:
             assert result.bestmove is not None
             from neuralengine.engine import fallback_score
 
-            out.send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(board, result.bestmove)} "
+            self._send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(board, result.bestmove)} "
                      f"nodes {result.nodes} nps {nps} time {time_ms} pv {board.uci(result.bestmove)}")
             return
         show_wdl = bool(self.option("UCI_ShowWDL"))
@@ -526,7 +719,7 @@ class SearchJob(threading.Thread):
                 board.push(scored.move)
                 pv += " " + board.uci(result.ponder)
                 board.pop()
-            out.send(f"info depth 1 seldepth 1 multipv {rank} score {score} nodes {result.nodes} nps {nps} "
+            self._send(f"info depth 1 seldepth 1 multipv {rank} score {score} nodes {result.nodes} nps {nps} "
                      f"time {time_ms} pv {pv}")
 
 
@@ -536,16 +729,33 @@ class SearchJob(threading.Thread):
 
 
 class UciServer:
-    """Handles UCI commands, one line at a time."""
+    """Handles UCI commands, one line at a time (see :func:`serve`).
 
-    def __init__(self, out: Output, options: dict[str, Option]) -> None:
+    One search runs at a time: a ``go`` or ``ucinewgame`` that comes during a
+    search stops it and waits until it has printed its ``bestmove``, however
+    long its running network call takes.
+
+    :param engine_factory: ``factory(path, backend, threads)`` opens an
+        engine (default: :meth:`Engine.open`); tests pass a fake one.
+    :param clock: the time source of every deadline; the real engine needs
+        :func:`time.monotonic`, the default.
+    """
+
+    def __init__(self, out: Output, options: dict[str, Option], *,
+                 engine_factory: Callable[[str, str, int], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.options = options
-        self.loader = Loader(out)
+        self.clock = clock
+        self.loader = Loader(out, engine_factory, clock)
         self.board: chess.Board | None = None
         self.position_set = False
         self.job: SearchJob | None = None
+        #: (engine generation, seed) last applied to an engine's random generator.
         self.seed_applied: tuple[int, int] | None = None
+        #: Set when ``quit`` arrives (before it is handled): a wait for a search gives up, and
+        #: searches print nothing more.
+        self.quitting = threading.Event()
         self.commands: dict[str, Callable[[list[str], float], None]] = {
             "uci": self.cmd_uci,
             "isready": self.cmd_isready,
@@ -571,18 +781,24 @@ class UciServer:
     def start_loading(self) -> None:
         self.loader.want(self.load_key())
 
-    def configure(self, engine: Engine, options: dict[str, Any]) -> None:
-        """Copy the search options (values keyed by lower-case name) onto ``engine``."""
+    def configure(self, engine: Engine, options: dict[str, Any], generation: int) -> None:
+        """Copy the search options (values keyed by lower-case name) onto ``engine``.
+
+        ``generation`` counts the loads (:attr:`Loader.generation`): the
+        random generator is seeded again when the engine or the seed changed
+        since the last search, and after ``ucinewgame``. A fixed seed then
+        starts its sequence again; ``Seed 0`` draws a fresh one.
+        """
         engine.batch_size = int(options["batchsize"])
         engine.temperature = float(options["temperature"])
         engine.temperature_moves = int(options["temperaturemoves"])
         engine.mate_rule = bool(options["materule"])
         seed = int(options["seed"])
-        if seed and (id(engine), seed) != self.seed_applied:
+        if (generation, seed) != self.seed_applied:
             import random
 
-            engine.rng = random.Random(seed)
-        self.seed_applied = (id(engine), seed)
+            engine.rng = random.Random(seed if seed else None)
+            self.seed_applied = (generation, seed)
 
     def budget(self, board: chess.Board, params: GoParams, options: dict[str, Any],
                needed: float | None = None) -> float | None:
@@ -597,12 +813,20 @@ class UciServer:
                            time_left=None if clock is None else clock / 1000.0, increment=inc / 1000.0,
                            movestogo=params.movestogo, overhead=overhead, needed=needed)
 
-    def stop_search(self, wait: bool = True) -> None:
+    def wait_for_search(self, job: SearchJob) -> bool:
+        """Wait until ``job`` has ended, without a time limit; ``False`` if ``quit`` has come."""
+        while not job.done.wait(POLL_SECONDS):
+            if self.quitting.is_set():
+                return False
+        return not self.quitting.is_set()
+
+    def stop_search(self) -> bool:
+        """Stop the running search, if any, and wait until it has ended; ``False`` if ``quit`` came first."""
         job = self.job
-        if job is not None and not job.done.is_set():
-            job.stop()
-            if wait:
-                job.done.wait(10.0)
+        if job is None or job.done.is_set():
+            return True
+        job.stop()
+        return self.wait_for_search(job)
 
     def new_board(self, fen: str | None = None) -> chess.Board:
         import chess
@@ -627,13 +851,15 @@ class UciServer:
             error, engine, announced = self.loader.error, self.loader.engine, self.loader.announced
             self.loader.announced = True
         if error:
-            self.out.info(f"error: cannot load the weights: {error}")
+            kept = f"; still playing with {engine.describe()}" if engine is not None else ""
+            self.out.info(f"error: cannot load the weights: {error}{kept}")
         elif engine is not None and not announced:
             self.out.info(f"loaded {engine.describe()}")
         self.out.send("readyok")
 
     def cmd_ucinewgame(self, args: list[str], now: float) -> None:
-        self.stop_search()
+        if not self.stop_search():
+            return
         self.board = None
         self.position_set = False
         self.seed_applied = None  # the next search starts the seeded sequence again
@@ -709,7 +935,7 @@ class UciServer:
                 if name.startswith("STATUS_") and name != "STATUS_VALID" and status & getattr(chess, name)) + ")")
         for index, text in enumerate(args[moves_at + 1:]):
             try:
-                move = board.parse_uci(text)
+                move = parse_move(board, text)
                 if not move:
                     raise ValueError("null move")
             except ValueError:
@@ -721,12 +947,14 @@ class UciServer:
         self.position_set = True
 
     def cmd_go(self, args: list[str], now: float) -> None:
-        if self.job is not None and not self.job.done.is_set():
-            if self.job.answered.is_set():
-                self.job.done.wait()  # the bestmove is out; the thread is only returning
-            else:
+        job = self.job
+        if job is not None and not job.done.is_set():
+            if not job.answered.is_set():
                 self.out.info("go while a search is running: the running search is stopped first")
-                self.stop_search()
+                job.stop()
+            # Once answered, the thread is only returning; otherwise it prints its bestmove first.
+            if not self.wait_for_search(job):
+                return
         if not self.position_set:
             self.out.info("go without a position: searching the start position")
         if self.board is None:
@@ -739,12 +967,14 @@ class UciServer:
         job.start()
 
     def cmd_stop(self, args: list[str], now: float) -> None:
-        self.stop_search(wait=False)
+        job = self.job
+        if job is not None and not job.done.is_set():
+            job.stop()
 
     def cmd_ponderhit(self, args: list[str], now: float) -> None:
         job = self.job
-        if job is not None and not job.done.is_set() and job.params.ponder:
-            job.ponderhit()
+        if job is not None and not job.done.is_set():
+            job.ponderhit(now)
 
     def cmd_display(self, args: list[str], now: float) -> None:
         board = self.board if self.board is not None else self.new_board()
@@ -755,19 +985,26 @@ class UciServer:
 
     # -- the loop ------------------------------------------------------------
 
+    def command_of(self, tokens: list[str]) -> tuple[int, str] | None:
+        """The position and name of the first known command word; unknown leading words are skipped,
+        as the UCI specification asks."""
+        for i, word in enumerate(tokens):
+            lower = word.lower()
+            if lower in self.commands or lower == "quit":
+                return i, lower
+        return None
+
     def handle(self, line: str, now: float | None = None) -> bool:
-        """Handle one line; ``False`` means quit."""
-        now = time.monotonic() if now is None else now
+        """Handle one line that arrived at ``now`` (default: the clock now); ``False`` means quit."""
+        now = self.clock() if now is None else now
         tokens = line.split()
         if not tokens:
             return True
         if self.out.debug:
             self.out.log(f">> {line[:200]}")
-        # Unknown leading words are skipped, as the UCI specification asks.
-        for i, word in enumerate(tokens):
-            command = word.lower() if word.lower() in self.commands or word.lower() == "quit" else None
-            if command is None:
-                continue
+        found = self.command_of(tokens)
+        if found is not None:
+            i, command = found
             if i:
                 self.out.info(f"ignored unknown words before {command}: {_echo(' '.join(tokens[:i]))}")
             if command == "quit":
@@ -784,15 +1021,59 @@ class UciServer:
         self.out.info(f"unknown command {_echo(line.strip())}")
         return True
 
-    def shutdown(self, eof: bool) -> None:
-        """End the session: at end of input a timed search may finish; otherwise stop it."""
+    def shutdown(self, eof: bool, grace: float = 5.0) -> None:
+        """End the session.
+
+        At the end of input a timed search may finish and a waiting one
+        (``infinite``, ``ponder``) is stopped; both print their bestmove.
+        After ``quit`` nothing more is printed: the search is stopped, and
+        its running network call gets at most ``grace`` seconds to end
+        before the process exits.
+        """
         job = self.job
-        if job is None or job.done.is_set():
-            return
-        if eof and not job.wait_for_stop:
+        if eof and job is not None and not job.waits_for_release():
             job.done.wait(60.0)
-        job.stop()
-        job.done.wait(5.0)
+        if not eof:
+            self.quitting.set()
+            self.out.close()
+        if job is not None and not job.done.is_set():
+            job.stop()
+            job.done.wait(grace)
+
+
+def serve(server: UciServer, lines: Iterable[str], grace: float = 5.0) -> None:
+    """Run ``server`` on ``lines`` until ``quit`` or their end.
+
+    A reader thread takes the lines in and stamps each with the time it
+    arrived, so that a ``go`` counts its time from then even when the lines
+    before it took a while to handle (as the first ``position`` does, while
+    python-chess is being imported). The calling thread handles the lines in
+    order. ``quit`` is seen by the reader at once: a command that waits for a
+    search to end gives up, and the session ends.
+    """
+    inbox: queue.Queue[tuple[str, float] | None] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for line in lines:
+                inbox.put((line, server.clock()))
+                found = server.command_of(line.split())
+                if found is not None and found[1] == "quit":
+                    server.quitting.set()
+                    return
+        finally:
+            inbox.put(None)
+
+    threading.Thread(target=read, name="neuralengine-reader", daemon=True).start()
+    eof = True
+    while True:
+        item = inbox.get()
+        if item is None:
+            break
+        if not server.handle(*item):
+            eof = False
+            break
+    server.shutdown(eof, grace)
 
 
 def read_lines(stream: BinaryIO, out: Output):  # type: ignore[no-untyped-def]
@@ -849,13 +1130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args([] if argv is None else argv)
     out = Output(protocol_stream())
     server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
-    eof = True
     try:
-        for line in read_lines(sys.stdin.buffer, out):
-            if not server.handle(line):
-                eof = False
-                break
-        server.shutdown(eof)
+        serve(server, read_lines(sys.stdin.buffer, out))
     except KeyboardInterrupt:
         return 130
     return 0

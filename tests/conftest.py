@@ -15,7 +15,8 @@ from neuralengine.paths import find_stockfish
 from neuralengine.weights import save_weights
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+#: Committed samples of the shared data, in the layout of ``shared/data`` (see its README).
+SHARED_SAMPLE = Path(__file__).resolve().parent / "data" / "shared"
 STOCKFISH = find_stockfish()
 
 
@@ -64,10 +65,9 @@ def stockfish_path() -> str:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    data = SHARED / "data"
-    if not data.is_dir():
-        pytest.skip("needs the shared data folder next to the repository")
-    return data
+    """The committed samples of the shared data (puzzles, seed action values, tournament logs):
+    the tests need no ``shared/`` folder beside the repository."""
+    return SHARED_SAMPLE
 
 
 @pytest.fixture(scope="session")

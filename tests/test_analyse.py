@@ -87,3 +87,11 @@ def test_command_line(engine_command: list[str], tiny_weights: Path) -> None:
     board = chess.Board()
     board.push_uci("e2e4")
     assert all(chess.Move.from_uci(r[1]) in board.legal_moves for r in table)
+
+
+@pytest.mark.parametrize("threads", ["0", "-5", "100000", "two"])
+def test_threads_outside_the_uci_range_are_refused(threads: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--threads", threads])
+    assert exc.value.code == 2
+    assert "--threads" in capsys.readouterr().err

@@ -191,3 +191,59 @@ def test_help_exits_cleanly(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "--depth" in capsys.readouterr().out
+
+
+#: A UCI engine that reports a bound score where the tests below need one. White to move: the
+#: first legal move gets only a lower bound. Black to move: the first move gets an exact score at
+#: depth 1, then an upper bound at depth 2 (the exact score must stay its label).
+BOUND_ENGINE = r'''
+import sys
+import chess
+
+board = chess.Board()
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    if words[0] == "uci":
+        print("id name bound-engine")
+        print("option name MultiPV type spin default 1 min 1 max 500")
+        print("uciok")
+    elif words[0] == "isready":
+        print("readyok")
+    elif words[0] == "position":
+        board = chess.Board(line.split(" fen ", 1)[1].split(" moves ")[0].strip())
+    elif words[0] == "go":
+        for rank, move in enumerate(board.legal_moves, 1):
+            if rank == 1 and board.turn == chess.WHITE:
+                print(f"info depth 2 multipv 1 score cp 77 lowerbound nodes 9 pv {move.uci()}")
+            elif rank == 1:
+                print(f"info depth 1 multipv 1 score cp 5 nodes 9 pv {move.uci()}")
+                print(f"info depth 2 multipv 1 score cp 99 upperbound nodes 9 pv {move.uci()}")
+            else:
+                print(f"info depth 2 multipv {rank} score cp {-rank} nodes 9 pv {move.uci()}")
+        print(f"bestmove {next(iter(board.legal_moves)).uci()}")
+    elif words[0] == "quit":
+        break
+    sys.stdout.flush()
+'''
+
+
+def test_bound_scores_are_never_labels(tmp_path):
+    """Only exact scores become labels: a move that got nothing but a lower or upper bound
+    drops its position (counted), and a later bound never replaces an exact score."""
+    script = tmp_path / "bound_engine.py"
+    script.write_text(BOUND_ENGINE)
+    white = chess.Board()
+    black = chess.Board()
+    black.push_uci("e2e4")
+    settings = Settings(command=[sys.executable, str(script)], out_dir="", depth=2)
+    with Stockfish(settings.command) as engine:
+        out, games, stats = annotate_lines(engine, [f"{white.fen()}\tg1\n", f"{black.fen()}\tg2\n"], settings)
+    assert len(out) == 1 and out[0].startswith(black.fen() + "\t")
+    scores = dict(item.split(":") for item in out[0].split("\t")[1].split())
+    first = next(iter(black.legal_moves)).uci()
+    assert scores[first] == "5"
+    assert len(scores) == black.legal_moves.count()
+    assert stats.skipped == {"bound_only": 1} and stats.positions == 1
+    assert games == [["g2", 1]]

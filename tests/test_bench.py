@@ -112,18 +112,20 @@ def test_bench_table_and_compare_attention(capsys: pytest.CaptureFixture[str]) -
                        "--quiet", "--json", "--train"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    full, shared = report["results"]
-    assert (full["label"], shared["label"]) == ("full", "shared_board")
+    full, shared, head = report["results"]
+    assert (full["label"], shared["label"], head["label"]) == ("full", "shared_board", "board_head")
     assert full["model"]["parameters"] == shared["model"]["parameters"]
-    assert full["nodes"] == shared["nodes"]
+    assert full["nodes"] == shared["nodes"] == head["nodes"]
     # Training steps of both layouts learn from the same positions' action values.
     training = {r["attention"]: r for r in report["training"]}
-    assert set(training) == {"full", "shared_board"}
-    assert training["full"]["action_values"] == training["shared_board"]["action_values"] > 0
+    assert set(training) == {"full", "shared_board", "board_head"}
+    assert training["full"]["action_values"] == training["shared_board"]["action_values"] \
+        == training["board_head"]["action_values"] > 0
     assert all(r["action_values_per_s"] > 0 for r in training.values())
     (comparison,) = report["comparison"]
     assert comparison["positions_speedup"] == pytest.approx(
         shared["positions_per_s"] / full["positions_per_s"])
+    assert comparison["board_head_speedup"] == pytest.approx(head["positions_per_s"] / full["positions_per_s"])
 
 
 def test_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,3 +148,11 @@ def test_machine_record(tiny_weights: Path) -> None:
     source = record["source"]
     if source is not None:
         assert len(source["commit"]) == 40
+
+
+@pytest.mark.parametrize("threads", ["0", "100000"])
+def test_bench_threads_outside_the_uci_range_are_refused(threads: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        speed.main(["--threads", threads])
+    assert exc.value.code == 2
+    assert "--threads" in capsys.readouterr().err

@@ -271,7 +271,6 @@ def test_uci_engine_plays_from_checkpoint_folder(checkpoints, engine_command, tm
 
 
 def test_backend_converts_a_folder_once(checkpoints, tmp_path, monkeypatch):
-    from neuralengine.backends import create_backend
     from neuralengine.deepmind import resolve_weights
 
     monkeypatch.setenv("NEURALENGINE_CACHE", str(tmp_path / "cache"))
@@ -285,7 +284,9 @@ def test_backend_converts_a_folder_once(checkpoints, tmp_path, monkeypatch):
     messages.clear()
     assert resolve_weights(folder, report=messages.append) == first
     assert first.stat().st_mtime_ns == stamp and any("cached" in m for m in messages)
-    backend = create_backend(folder, "onnx")
+    from neuralengine.engine import Engine
+
+    backend = Engine.open(folder, "onnx", warm_up=False).backend
     assert backend.weights_path == first and backend.config.kind == STATE_VALUE
     got, sequences = _backend_log_probs(backend, STATE_VALUE, FENS[0])
     assert np.abs(got - numpy_ref.last_log_probs(params, sequences)).max() <= TOL
@@ -420,12 +421,118 @@ def test_nonzero_attention_bias_is_refused():
         map_tree(tree)
 
 
-def test_missing_orbax_names_the_extra(checkpoints, monkeypatch):
+def test_missing_readers_name_the_extra(checkpoints, monkeypatch):
     from neuralengine.deepmind.checkpoint import read_params
 
+    item = locate(checkpoints[ACTION_VALUE][0]).item
     monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
-    with pytest.raises(DeepMindError, match=r"pip install 'neuralengine\[deepmind\]'"):
-        read_params(locate(checkpoints[ACTION_VALUE][0]).item)
+    monkeypatch.setitem(sys.modules, "tensorstore", None)
+    for reader in ("auto", "tensorstore", "orbax"):
+        with pytest.raises(DeepMindError, match=r"pip install 'neuralengine\[deepmind\]'"):
+            read_params(item, reader)
+
+
+def test_orbax_is_the_fallback_without_tensorstore(checkpoints, monkeypatch):
+    from neuralengine.deepmind.checkpoint import read_params
+
+    pytest.importorskip("orbax.checkpoint")
+    monkeypatch.setitem(sys.modules, "tensorstore", None)
+    folder, params, _ = checkpoints[ACTION_VALUE]
+    np.testing.assert_array_equal(read_params(locate(folder).item)["linear_12"]["b"], params.b_out)
+
+
+# ---------------------------------------------------------------------------
+# tensorstore alone reads what orbax reads, bit for bit
+# ---------------------------------------------------------------------------
+
+def _leaves(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+@pytest.mark.parametrize("kind", [ACTION_VALUE, STATE_VALUE, BEHAVIORAL_CLONING])
+def test_tensorstore_and_orbax_read_identical_arrays(checkpoints, kind):
+    from neuralengine.deepmind.checkpoint import read_params
+
+    pytest.importorskip("tensorstore")
+    folder, _, _ = checkpoints[kind]
+    for ema in ((False, True) if kind == ACTION_VALUE else (False,)):
+        item = locate(folder, ema=ema).item
+        ts_leaves = dict(_leaves(read_params(item, "tensorstore")))
+        orbax_leaves = dict(_leaves(read_params(item, "orbax")))
+        assert ts_leaves.keys() == orbax_leaves.keys() and ts_leaves
+        for key, got in ts_leaves.items():
+            want = np.asarray(orbax_leaves[key])
+            assert isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape, key
+            assert got.tobytes() == want.tobytes(), key
+
+
+@pytest.mark.parametrize("kind", [ACTION_VALUE, STATE_VALUE, BEHAVIORAL_CLONING])
+def test_conversion_is_bit_identical_with_either_reader(checkpoints, kind, tmp_path):
+    """The converted weights files hold exactly the same tensors whichever library read the checkpoint."""
+    from safetensors.numpy import load_file
+
+    from neuralengine.deepmind.convert import main
+
+    pytest.importorskip("tensorstore")
+    folder, _, _ = checkpoints[kind]
+    tensors = {}
+    for reader in ("tensorstore", "orbax"):
+        assert main(["deepmind", str(folder), "--reader", reader, "--out", str(tmp_path / reader), "--no-onnx",
+                     "-q"]) == 0
+        tensors[reader] = load_file(str(tmp_path / reader / f"{folder.name}-{STEP}.safetensors"))
+    assert tensors["tensorstore"].keys() == tensors["orbax"].keys()
+    for name, got in tensors["tensorstore"].items():
+        assert got.tobytes() == tensors["orbax"][name].tobytes(), name
+
+
+def test_tensorstore_reads_a_checkpoint_without_ocdbt(tmp_path):
+    """Older orbax releases wrote one zarr folder per array instead of an OCDBT store."""
+    from neuralengine.deepmind.checkpoint import read_params
+
+    pytest.importorskip("tensorstore")
+    ocp = pytest.importorskip("orbax.checkpoint")
+    import jax.numpy as jnp
+
+    tree = _small_tree()
+    item = tmp_path / "old" / str(STEP) / "params"
+    ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=False)).save(
+        item, {k: {p: jnp.asarray(v) for p, v in d.items()} for k, d in tree.items()})
+    assert not (item / "manifest.ocdbt").exists()
+    got = read_params(item, "tensorstore")
+    for key, want in _leaves(tree):
+        node = got
+        for part in key:
+            node = node[part]
+        assert node.tobytes() == want.tobytes(), key
+
+
+def test_tensorstore_reading_imports_neither_orbax_nor_jax(checkpoints):
+    pytest.importorskip("tensorstore")
+    item = locate(checkpoints[ACTION_VALUE][0]).item
+    code = ("import sys; from neuralengine.deepmind.checkpoint import read_params; "
+            f"tree = read_params({str(item)!r}); assert tree['linear_12']['b'].shape == (128,); "
+            "print(sorted(m for m in ('orbax', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_tensorstore_reports_a_damaged_store(checkpoints, tmp_path):
+    import shutil
+
+    from neuralengine.deepmind.checkpoint import read_params
+
+    pytest.importorskip("tensorstore")
+    folder = tmp_path / "damaged"
+    shutil.copytree(checkpoints[ACTION_VALUE][0], folder)
+    item = folder / str(STEP) / "params"
+    (item / "manifest.ocdbt").write_bytes(b"garbage")
+    with pytest.raises(DeepMindError, match="cannot read"):
+        read_params(item, "tensorstore")
 
 
 def test_cli_dispatch(engine_command, tmp_path):

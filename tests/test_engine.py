@@ -27,6 +27,11 @@ from neuralengine.encoding import (
     win_prob_to_cp,
 )
 from neuralengine.engine import (
+    DEFAULT_BATCH_SIZE,
+    FINISH_RESERVE,
+    RULE_SECONDS_PER_MOVE,
+    SETUP_SECONDS,
+    DrawRules,
     Engine,
     LatencyModel,
     SearchControl,
@@ -223,6 +228,34 @@ def test_stalemating_move_scores_half() -> None:
     assert engine.search(board).bestmove.uci() != "c6b6"
 
 
+@pytest.mark.parametrize("clock", [99, 120, 149, 200])
+def test_fifty_and_seventy_five_move_rules_score_half(clock: int) -> None:
+    # White is a rook up. From a half-move clock of 99 every quiet move reaches 100
+    # (the fifty-move rule can be claimed), from 149 it reaches 150 (the game is
+    # drawn); the pawn move resets the clock and stays with the network.
+    board = chess.Board(f"4k3/8/8/8/8/8/P7/R3K3 w - - {clock} 80")
+    engine = Engine(ScriptedBackend(lambda a: 0.9))
+    result = engine.search(board)
+    by_move = {s.move.uci(): s for s in result.ranked}
+    assert len(by_move) == board.legal_moves.count()
+    for uci, scored in by_move.items():
+        if uci.startswith("a2"):
+            assert scored.rule is None and scored.win_prob == pytest.approx(centre(0.9))
+        else:
+            assert scored.rule == "draw" and scored.win_prob == 0.5 and scored.wdl == (0, 1000, 0)
+    assert result.bestmove.uci() in ("a2a3", "a2a4")
+    # One ply earlier nothing is decided yet.
+    early = chess.Board("4k3/8/8/8/8/8/P7/R3K3 w - - 98 80")
+    assert all(s.rule is None for s in engine.search(early).ranked)
+
+
+def test_a_losing_side_takes_the_fifty_move_draw() -> None:
+    board = chess.Board("4k3/8/8/8/8/8/p7/r3K3 w - - 99 80")  # White, a rook and a pawn down
+    engine = Engine(ScriptedBackend(lambda a: 0.1))
+    result = engine.search(board)
+    assert result.ranked[0].rule == "draw" and result.ranked[0].win_prob == 0.5
+
+
 def test_mate_in_one_is_played_even_when_the_network_prefers_another() -> None:
     mate = MOVE_TO_ACTION["a1a8"]
     backend = ScriptedBackend(lambda a: 0.05 if a == mate else 0.8 if a == MOVE_TO_ACTION["a1a5"] else 0.4)
@@ -292,13 +325,21 @@ def test_searchmoves_restricts_the_candidates(engine: Engine) -> None:
     assert result.nodes == 20
 
 
-def test_nodes_limit_evaluates_the_first_moves_in_action_order() -> None:
+@pytest.mark.parametrize("nodes", [0, 1, 5, 19, 20, 1000])
+def test_a_nodes_limit_still_evaluates_every_move(nodes: int) -> None:
+    # One evaluation of all legal moves is the smallest unit of work: any limit
+    # plays the move an unlimited search plays, and nodes counts the moves scored.
     backend = ScriptedBackend(lambda a: a / 2000)
     engine = Engine(backend)
-    result = engine.search(chess.Board(), nodes=5)
-    assert result.nodes == 5 and not result.complete
-    assert backend.calls[0][2] == [45, 46, 169, 170, 203]
-    assert result.bestmove.uci() == "a2a3"  # the highest of those five
+    result = engine.search(chess.Board(), nodes=nodes)
+    assert result.nodes == 20 and result.complete and result.fallback is None
+    assert [len(c[2]) for c in backend.calls] == [20]
+    assert result.bestmove.uci() == "h2h3"  # the best of all 20 (h2h4 shares its bucket, ties go to h2h3)
+    assert [s.move for s in result.ranked] == [s.move for s in engine.search(chess.Board()).ranked]
+    # With searchmoves, the limit applies to the chosen moves alone.
+    only = [chess.Move.from_uci(m) for m in ("a2a3", "b1c3", "g1f3")]
+    limited = engine.search(chess.Board(), nodes=nodes, searchmoves=only)
+    assert limited.nodes == 3 and limited.bestmove.uci() == "a2a3"
 
 
 def test_ranking_lists_every_move_once(engine: Engine) -> None:
@@ -370,10 +411,8 @@ def test_no_time_plays_a_fallback_at_once() -> None:
     engine = Engine(backend)
     engine.warm_up()
     backend.calls.clear()
-    start = time.monotonic()
     result = engine.search(chess.Board(), control=SearchControl(time.monotonic()))
     assert backend.calls == [] and result.nodes == 0  # no network call was started
-    assert time.monotonic() - start < 0.1
     assert result.fallback and result.bestmove.uci() == "b1a3"
     # The fallback still plays a mate in one.
     result = engine.search(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
@@ -403,20 +442,66 @@ def test_fallback_never_hangs_the_queen() -> None:
     assert not board.attackers(chess.BLACK, move.to_square)
 
 
-def test_short_deadline_evaluates_in_chunks_and_stops_in_time() -> None:
-    # 2 ms per call plus 2 ms per move: all 20 moves need 42 ms, the deadline allows 25.
-    backend = ScriptedBackend(lambda a: a / 2000, delay_fixed=0.002, delay_per_row=0.002)
-    engine = Engine(backend)
-    engine.warm_up()
-    backend.calls.clear()
-    start = time.monotonic()
-    deadline = start + 0.025
-    result = engine.search(chess.Board(), control=SearchControl(deadline))
-    assert time.monotonic() <= deadline + 0.015  # time.sleep may overshoot a little on a busy machine
-    assert 0 < result.nodes < 20 and not result.complete and result.fallback is None
-    evaluated = sum((c[2] for c in backend.calls), [])
-    assert result.nodes == len(evaluated)
-    assert result.bestmove == max((s.move for s in result.ranked), key=lambda m: MOVE_TO_ACTION[m.uci()])
+class FrozenClock(SearchControl):
+    """A deadline that is always ``left`` seconds away: decisions that depend on
+    the time left, without depending on how fast this machine runs."""
+
+    def __init__(self, left: float) -> None:
+        super().__init__(deadline=0.0)
+        self.left = left
+
+    def remaining(self) -> float:
+        return self.left
+
+
+def scripted_with_latency(batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[Engine, ScriptedBackend]:
+    backend = ScriptedBackend(lambda a: a / 2000)
+    engine = Engine(backend, batch_size=batch_size)
+    engine.latency.fit(1, 0.002, 21, 0.012)  # 1.5 ms a call plus 0.5 ms a move
+    return engine, backend
+
+
+@pytest.mark.parametrize("batch_size", [256, 7])
+def test_a_short_deadline_evaluates_every_move_or_none(batch_size: int) -> None:
+    # One evaluation of all moves is the smallest unit of work: whatever the time
+    # left, the engine scores all 20 moves or plays its fallback, never a part.
+    board = chess.Board()
+    engine, backend = scripted_with_latency(batch_size)
+    full = engine.evaluation_seconds(20) + RULE_SECONDS_PER_MOVE * 20 + FINISH_RESERVE
+    seen = set()
+    for step in range(41):
+        left = full * step / 20  # from no time to twice what the search needs
+        engine.latency.fit(1, 0.002, 21, 0.012)
+        backend.calls.clear()
+        result = engine.search(board, control=FrozenClock(left))
+        seen.add(result.nodes)
+        if result.nodes:
+            assert result.nodes == 20 and result.complete and result.fallback is None
+            assert sorted(sum((c[2] for c in backend.calls), [])) == sorted(candidate_moves(board)[1])
+        else:
+            assert backend.calls == [] and result.fallback == "no time for an evaluation"
+            assert result.bestmove == static_fallback(board, candidate_moves(board)[0])
+        assert (result.nodes == 20) == (left >= full - 1e-12)
+    assert seen == {0, 20}
+
+
+def test_time_trouble_budget_holds_one_search_after_a_slow_start() -> None:
+    # The budget of a clock in time trouble is counted from the arrival of go. Even
+    # when the search starts half a predicted search late, all moves get evaluated.
+    engine, _ = scripted_with_latency()
+    for moves in ([], ["e2e4", "e7e5", "g1f3", "b8c6", "f1b5", "a7a6"]):
+        board = board_after(moves)
+        for clock, overhead in ((1.0, 0.03), (0.1, 0.03), (60.0, 5.0)):
+            engine.latency.fit(1, 0.002, 21, 0.012)
+            needed = engine.predicted_seconds(board)
+            budget = time_budget(time_left=clock, overhead=overhead, needed=needed)
+            result = engine.search(board, control=FrozenClock(budget - SETUP_SECONDS - needed / 2))
+            assert result.nodes == board.legal_moves.count() and result.fallback is None, (moves, clock)
+    # Without room for two searches on the clock, the fallback comes at once.
+    board = chess.Board()
+    engine.latency.fit(1, 0.002, 21, 0.012)
+    assert time_budget(time_left=0.03 + engine.predicted_seconds(board), overhead=0.03,
+                       needed=engine.predicted_seconds(board)) == 0.0
 
 
 def test_stop_before_the_search() -> None:
@@ -449,11 +534,23 @@ def test_time_budget() -> None:
     assert time_budget(time_left=0.2, overhead=0.03) == 0.0  # 200 ms: a share of 7 ms minus the overhead
     assert time_budget(time_left=-5.0) == 0.0
     assert time_budget(movetime=0.5, time_left=3.0, overhead=0.0) == pytest.approx(0.1)
-    # Time trouble: one evaluation that fits in a tenth of the clock is still made.
-    assert time_budget(time_left=0.5, overhead=0.03, needed=0.01) == pytest.approx(0.01)
-    assert time_budget(time_left=0.5, overhead=0.03, needed=0.05) == 0.0
-    assert time_budget(time_left=0.2, overhead=0.03, needed=0.001) == 0.0
+    # Time trouble: when the share is shorter than two complete searches but the
+    # usable clock (minus the overhead) holds two, the budget is one search plus a
+    # margin for a slow start: another search, or a tenth of the usable clock up to
+    # 0.1 s. The engine stops after its one evaluation anyway.
+    assert time_budget(time_left=0.5, overhead=0.03, needed=0.01) == pytest.approx(0.01 + 0.047)
+    assert time_budget(time_left=1.0, overhead=0.03, needed=0.01) == pytest.approx(0.01 + 0.097)  # 1+0, move 1
+    assert time_budget(time_left=0.1, overhead=0.03, needed=0.01) == pytest.approx(0.02)  # go wtime 100
+    assert time_budget(time_left=60.0, overhead=5.0, needed=0.01) == pytest.approx(0.11)  # Move Overhead 5000
+    assert time_budget(time_left=0.2, overhead=0.03, needed=0.001) == pytest.approx(0.001 + 0.017)
+    assert time_budget(time_left=0.5, overhead=0.03, needed=0.3) == 0.0  # two searches do not fit: fallback
+    assert time_budget(time_left=0.01, overhead=0.03, needed=0.005) == 0.0  # go wtime 10: fallback
     assert time_budget(time_left=60.0, overhead=0.03, needed=0.01) == pytest.approx(2.0 - 0.03)
+    for clock in (0.05, 0.1, 0.3, 1.0, 10.0):  # the budget never exceeds the usable clock
+        for needed in (0.001, 0.01, 0.03):
+            assert time_budget(time_left=clock, overhead=0.03, needed=needed) <= clock - 0.03 + 1e-12
+    # movetime is a limit of its own: the floor is for the clock.
+    assert time_budget(movetime=0.01, time_left=1.0, overhead=0.03, needed=0.01) == pytest.approx(0.005)
 
 
 def test_predicted_seconds_covers_the_chunks() -> None:
@@ -543,31 +640,82 @@ def test_shared_board_model_scores_like_pytorch(tiny_shared_weights: Path) -> No
         assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-4)
 
 
-def test_repetition_prefilter_never_hides_a_repetition_draw():
-    """The cheap history check must say "possible" whenever some move really
-    is a repetition draw; random shuffling games produce many of both."""
-    from neuralengine.engine import repetition_draw, repetition_possible
+def python_chess_draw(board: chess.Board, move: chess.Move) -> bool:
+    """The draw rules after ``move`` as python-chess judges them, walking the whole history."""
+    board.push(move)
+    try:
+        if board.is_checkmate():
+            return False
+        return (board.is_stalemate() or board.is_insufficient_material() or board.halfmove_clock >= 100
+                or board.is_fivefold_repetition() or board.can_claim_threefold_repetition())
+    finally:
+        board.pop()
 
+
+def test_draw_rules_agree_with_python_chess() -> None:
+    """Random shuffling games (knight moves, so that positions repeat and the
+    half-move clock passes 100) give many draws and non-draws; the table prepared
+    once per position must judge every move as python-chess does."""
     rng = random.Random(7)
-    hits = skipped = 0
-    for _ in range(15):
+    draws = others = 0
+    for other_moves in (0.0, 0.02, 0.05, 0.1):  # how often a pawn or other piece moves
         board = chess.Board()
-        for _ in range(50):
+        for ply in range(110):
             moves = list(board.legal_moves)
             if not moves:
                 break
-            # Prefer knight and king moves so that positions repeat often.
-            shuffles = [m for m in moves if board.piece_type_at(m.from_square) in (chess.KNIGHT, chess.KING)
-                        and not board.is_capture(m)]
-            board.push(rng.choice(shuffles or moves))
-            draws = []
-            for m in board.legal_moves:
-                board.push(m)
-                draws.append(repetition_draw(board))
-                board.pop()
-            if any(draws):
-                hits += 1
-                assert repetition_possible(board)
-            elif not repetition_possible(board):
-                skipped += 1
-    assert hits > 10 and skipped > 50
+            # Knights between their home rank and the third rank: positions repeat.
+            home = (chess.BB_RANK_1 | chess.BB_RANK_3) if board.turn else (chess.BB_RANK_8 | chess.BB_RANK_6)
+            shuffles = [m for m in moves if board.piece_type_at(m.from_square) == chess.KNIGHT
+                        and chess.BB_SQUARES[m.to_square] & home and not board.is_capture(m)]
+            board.push(rng.choice(shuffles if shuffles and rng.random() >= other_moves else moves))
+            rules = DrawRules(board)
+            assert rules.walked <= 98
+            for move in board.legal_moves:
+                expected = python_chess_draw(board, move)
+                assert rules.draw_after(board, move) == expected, (board.fen(), move.uci())
+                draws += expected
+                others += not expected
+    assert draws > 300 and others > 300
+
+
+class CountingBoard(chess.Board):
+    """A board that counts the moves taken back, by itself and by its copies."""
+
+    pops = 0
+
+    def pop(self) -> chess.Move:
+        CountingBoard.pops += 1
+        return super().pop()
+
+
+def test_long_history_is_read_once_and_at_most_98_plies() -> None:
+    # 2000 plies of knight moves: a fivefold repetition long ago, a half-move clock
+    # of 2000. Every quiet move is a draw by the 75-move rule, the history is not
+    # read at all, and the engine takes back only the moves it tries.
+    shuffle = ["g1f3", "g8f6", "f3g1", "f6g8"] * 500
+    board = CountingBoard()
+    for uci in shuffle:
+        board.push_uci(uci)
+    engine = Engine(ScriptedBackend(lambda a: 0.7))
+    CountingBoard.pops = 0
+    result = engine.search(board)
+    assert result.nodes == 20 and len(board.move_stack) == 2000
+    for scored in result.ranked:  # knight moves keep the clock running, pawn moves reset it
+        knight = board.piece_type_at(scored.move.from_square) == chess.KNIGHT
+        assert (scored.rule == "draw") == knight
+    assert CountingBoard.pops <= 3 * 20  # the rules try each move (and mates); no history walk
+    assert DrawRules(board).walked == 0
+    # After a pawn move the clock restarts: only the plies since then are read, once.
+    for uci in ["e2e4", "e7e5"] + ["g1f3", "g8f6", "f3g1", "f6g8"] * 2:
+        board.push_uci(uci)
+    CountingBoard.pops = 0
+    rules = DrawRules(board)
+    assert rules.walked == 8  # the eight knight moves since e7e5 (the clock says so)
+    CountingBoard.pops = 0
+    result = engine.search(board)
+    assert result.nodes == board.legal_moves.count()
+    assert CountingBoard.pops <= 8 + 3 * board.legal_moves.count()
+    # A third Nf3 repeats the position after the first two: a threefold repetition.
+    by_move = {s.move.uci(): s for s in result.ranked}
+    assert by_move["g1f3"].rule == "draw" and by_move["b1c3"].rule is None

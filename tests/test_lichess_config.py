@@ -458,6 +458,7 @@ def base_env(tmp_path: Path, weights: Path, **extra: str) -> dict[str, str]:
     env["PATH"] = bare_path(tmp_path)
     env["HOME"] = str(tmp_path / "home")
     env["NEURALENGINE_WEIGHTS"] = str(weights)
+    env["NEURALENGINE_LAUNCHER_VERBOSE"] = "1"  # the launcher names on stderr the command it runs
     env.update(extra)
     return env
 
@@ -523,6 +524,14 @@ def assert_plays_uci(result: tuple[list[str], str, int]) -> None:
 GAME_START = ["uci", "isready", "ucinewgame", "position startpos", "go movetime 100"]
 
 
+def assert_started(result: tuple[list[str], str, int], command: str) -> None:
+    """The launcher ran ``command`` (its way of finding the engine), and the engine played."""
+    _, stderr, _ = result
+    started = [line for line in stderr.splitlines() if line.startswith("neuralengine-lichess: starting: ")]
+    assert started == [f"neuralengine-lichess: starting: {command} uci"], stderr
+    assert_plays_uci(result)
+
+
 def test_launcher_finds_neuralengine_on_path(bot_folder: Path, tmp_path: Path, tiny_weights: Path,
                                              engine_command: list[str]) -> None:
     exe = engine_executable(engine_command)
@@ -533,7 +542,8 @@ def test_launcher_finds_neuralengine_on_path(bot_folder: Path, tmp_path: Path, t
     (bin_dir / "neuralengine").symlink_to(exe)
     env = base_env(tmp_path, tiny_weights)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    assert_plays_uci(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"))
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   str(bin_dir / "neuralengine"))
 
 
 def test_launcher_finds_lichess_bots_own_virtualenv(bot_folder: Path, tmp_path: Path, tiny_weights: Path,
@@ -545,13 +555,15 @@ def test_launcher_finds_lichess_bots_own_virtualenv(bot_folder: Path, tmp_path: 
     venv_bin.mkdir(parents=True)
     (venv_bin / "neuralengine").symlink_to(exe)
     env = base_env(tmp_path, tiny_weights)
-    assert_plays_uci(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"))
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   "./venv/bin/neuralengine")
 
 
 def test_launcher_uses_the_python_named_in_the_environment(bot_folder: Path, tmp_path: Path,
                                                            tiny_weights: Path) -> None:
     env = base_env(tmp_path, tiny_weights, NEURALENGINE_PYTHON=sys.executable)
-    assert_plays_uci(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"))
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   f"{sys.executable} -m neuralengine")
 
 
 def test_launcher_falls_back_to_python3_from_path(bot_folder: Path, tmp_path: Path, tiny_weights: Path) -> None:
@@ -562,7 +574,8 @@ def test_launcher_falls_back_to_python3_from_path(bot_folder: Path, tmp_path: Pa
     python3.chmod(0o755)
     env = base_env(tmp_path, tiny_weights)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    assert_plays_uci(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"))
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   "python3 -m neuralengine")
 
 
 def test_launcher_override_beats_everything_else(bot_folder: Path, tmp_path: Path, tiny_weights: Path) -> None:
@@ -572,7 +585,8 @@ def test_launcher_override_beats_everything_else(bot_folder: Path, tmp_path: Pat
     broken.chmod(0o755)
     env = base_env(tmp_path, tiny_weights, NEURALENGINE_PYTHON=sys.executable)
     env["PATH"] = f"{broken.parent}{os.pathsep}{env['PATH']}"
-    assert_plays_uci(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"))
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   f"{sys.executable} -m neuralengine")
 
 
 @pytest.mark.parametrize("variable, value", [

@@ -269,6 +269,7 @@ def assert_all_evaluated(log: GameLog) -> None:
     assert all("score" in result.info for result in log.results)
 
 
+@pytest.mark.slow
 def test_full_game_as_white_without_ponder_with_searchmoves(launch: chess.engine.SimpleEngine,
                                                            stockfish: chess.engine.SimpleEngine) -> None:
     bot = LichessBotDriver(launch, ponder=False)
@@ -278,6 +279,7 @@ def test_full_game_as_white_without_ponder_with_searchmoves(launch: chess.engine
     assert log.restricted >= 1
 
 
+@pytest.mark.slow
 def test_full_game_as_black_with_ponder(launch: chess.engine.SimpleEngine, stockfish: chess.engine.SimpleEngine,
                                         caplog: pytest.LogCaptureFixture) -> None:
     bot = LichessBotDriver(launch, ponder=True)
@@ -295,6 +297,7 @@ def test_full_game_as_black_with_ponder(launch: chess.engine.SimpleEngine, stock
     assert log.ponder_misses >= 1 and "stop" in sent
 
 
+@pytest.mark.slow
 def test_full_chess960_game(launch: chess.engine.SimpleEngine, stockfish: chess.engine.SimpleEngine) -> None:
     if "chess960" not in CONFIG["challenge"]["variants"]:
         pytest.skip("chess960 is not accepted by the config")
@@ -305,6 +308,7 @@ def test_full_chess960_game(launch: chess.engine.SimpleEngine, stockfish: chess.
     assert_all_evaluated(log)
 
 
+@pytest.mark.slow
 def test_time_scramble_with_the_configured_overhead(launch: chess.engine.SimpleEngine,
                                                     stockfish: chess.engine.SimpleEngine) -> None:
     """Less on the clock than ``move_overhead``: lichess-bot hands the engine 1 ms, and it must still move in time."""

@@ -282,6 +282,59 @@ def test_runner_counts_engine_failures(fake_engine: Path, mode: str, field: str,
     assert match.soak_figures(outcome.games, "bad")[field] == 2
 
 
+def test_player_kill_from_two_threads_at_once(fake_engine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog and the worker may both kill a hung engine. Here the second kill runs from
+    start to end inside the first (while it samples the memory of the process), which is the
+    interleaving that used to end in ``None.close()`` and abort the match."""
+    import threading
+
+    from neuralengine.benchmarks import runner
+
+    player = runner.Player(fake("x", "legal", fake_engine), runner.EngineStats("x"))
+    player.ensure()
+    assert player.pid is not None
+    real_peak = runner.peak_memory_kib
+    nested: list[BaseException | None] = []
+    started: list[bool] = []
+
+    def kill_again() -> None:
+        try:
+            player.kill()
+            nested.append(None)
+        except BaseException as exc:  # handed to the test thread
+            nested.append(exc)
+
+    def peak_memory(pid: int) -> int | None:
+        if not started:
+            started.append(True)
+            other = threading.Thread(target=kill_again)
+            other.start()
+            other.join(60)  # only a deadlock would reach this limit
+            assert not other.is_alive(), "the second kill waited for the first"
+        return real_peak(pid)
+
+    monkeypatch.setattr(runner, "peak_memory_kib", peak_memory)
+    player.kill()
+    assert nested == [None]
+    assert player.engine is None and player.pid is None
+    player.kill()  # and once more, with nothing left to kill
+    player.close()
+
+
+def test_a_late_watchdog_does_not_kill_the_restarted_engine(fake_engine: Path) -> None:
+    from neuralengine.benchmarks import runner
+
+    player = runner.Player(fake("x", "legal", fake_engine), runner.EngineStats("x"))
+    first = player.ensure()
+    player.kill()
+    second = player.ensure()
+    assert second is not first
+    player.kill(first)  # the watchdog of the first engine fires after the restart
+    assert player.engine is second
+    assert second.play(chess.Board(), chess.engine.Limit(depth=1)).move is not None
+    player.close()
+
+
 def test_classify_end_reasons() -> None:
     # Reasons as cutechess-cli and fastchess print them.
     assert match.classify("Black loses on time") == "time forfeit"

@@ -189,3 +189,46 @@ def test_clear_errors_and_force(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+def test_puzzle_positions_never_enter_the_shards(tmp_path: Path):
+    """A puzzle made of three consecutive positions of a real game (its FEN
+    and the positions after its two moves) removes exactly those three."""
+    import chess
+
+    lines = sample_lines()
+    fens = [line.split("\t")[0] for line in lines[40:43]]
+    board = chess.Board(fens[0])
+    moves = []
+    for nxt in fens[1:]:
+        for move in board.legal_moves:
+            trial = board.copy(stack=False)
+            trial.push(move)
+            if position_key(trial.fen()) == position_key(nxt):
+                break
+        moves.append(move.uci())
+        board.push(move)
+    csv_path = tmp_path / "puzzles.csv"
+    csv_path.write_text("PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags\n"
+                        f"p1,{fens[0]},{' '.join(moves)},1500,80,90,100,short,,\n"
+                        "p2,not a fen,e2e4,1500,80,90,100,short,,\n")
+    keys = {position_key(f) for f in fens}
+    out_plain, out_clean = tmp_path / "plain", tmp_path / "clean"
+    assert main([str(p) for p in SAMPLES] + ["--out", str(out_plain), "--quiet"]) == 0
+    assert main([str(p) for p in SAMPLES] + ["--out", str(out_clean), "--quiet",
+                                             "--exclude-puzzles", str(csv_path)]) == 0
+
+    def keys_in(folder: Path) -> set[str]:
+        found = set()
+        for shard in open_shards([folder]):
+            for row in np.asarray(shard.boards):
+                found.add(row.tobytes())
+        return found
+
+    wanted = {tokenize(f).tobytes() for f in fens}
+    assert wanted <= keys_in(out_plain)
+    assert not wanted & keys_in(out_clean)
+    plain = json.loads((out_plain / "prepare.json").read_text())
+    clean = json.loads((out_clean / "prepare.json").read_text())
+    assert clean["skipped"]["excluded position"] == 3
+    assert plain["train"] + plain["test"] - (clean["train"] + clean["test"]) == len(keys)

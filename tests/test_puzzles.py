@@ -191,3 +191,65 @@ def test_cli_errors(tmp_path: Path, sample: Path, capsys: pytest.CaptureFixture[
                     "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "not found" in err and "does not start" in err
+
+
+def _truncated_weights(source: Path, dest: Path) -> Path:
+    dest.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    return dest
+
+
+def test_weights_that_fail_to_load_fail_the_run(tmp_path: Path, sample: Path, tiny_weights: Path,
+                                                engine_command: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _truncated_weights(tiny_weights, tmp_path / "broken.safetensors")
+    out = tmp_path / "out"
+    code = pz.main([str(sample), "--limit", "3", "--weights", str(broken), "--engine", shlex.join(engine_command),
+                    "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "truncated" in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "puzzles.json").exists()
+
+
+def test_an_engine_playing_without_its_network_fails_the_run(tmp_path: Path, sample: Path, tiny_weights: Path,
+                                                             engine_command: list[str],
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The weights named nowhere on the command line (here $NEURALENGINE_WEIGHTS) do not load:
+    the engine answers with moves chosen without the network, which must not count as a result."""
+    monkeypatch.setenv("NEURALENGINE_WEIGHTS", str(_truncated_weights(tiny_weights, tmp_path / "b.safetensors")))
+    out = tmp_path / "out"
+    code = pz.main([str(sample), "--limit", "3", "--engine", shlex.join(engine_command), "--out", str(out),
+                    "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "without" in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "puzzles.json").exists()
+
+
+def test_unreadable_rows_and_output_paths(tmp_path: Path, sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header, first = sample.read_text().splitlines()[:2]
+    rating = first.split(",")[3]
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text(f"{header}\n{first.replace(f',{rating},', ',inf,', 1)}\n{first}\n")
+    found, skipped = pz.read_puzzles(infinite)
+    assert len(found) == 1 and len(skipped) == 1 and "rating" in skipped[0]
+    huge = tmp_path / "huge.csv"
+    huge.write_text(f"{header}\n{first}\n{first.replace(f',{rating},', ',1500,', 1)}{'x' * 140_000}\n")
+    with pytest.raises(pz.PuzzleFileError, match="huge.csv"):
+        pz.read_puzzles(huge)
+    assert pz.main([str(huge)]) == 2
+    # --out is checked before any puzzle is played (the missing engine would be noticed next).
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert pz.main([str(sample), "--limit", "1", "--engine", str(tmp_path / "no-engine"), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "taken" in err and "does not start" not in err
+
+
+@pytest.mark.parametrize("option, value", [("--movetime", "-1"), ("--movetime", "0"), ("--movetime", "nan"),
+                                           ("--depth", "-3"), ("--depth", "0"), ("--nodes", "0")])
+def test_search_limits_must_be_positive(option: str, value: str, sample: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pz.main([str(sample), option, value])
+    assert exc.value.code == 2
+    assert option in capsys.readouterr().err

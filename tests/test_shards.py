@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from neuralengine.data.shards import Position, Shard, ShardError, open_shards, write_shard
-from neuralengine.data.text import FormatError, convert_text, parse_line, score_to_win_prob
+from neuralengine.data.prepare import convert_text
+from neuralengine.data.text import FormatError, parse_line, score_to_win_prob
 from neuralengine.encoding import ACTIONS, legal_actions, tokenize
 
 SAMPLE = [("d7_s101-000.txt.xz", 1500), ("d7_s202-001.txt.xz", 1200)]

@@ -19,7 +19,8 @@ class Uci:
         self.seen: list[str] = []
         self.stderr: list[bytes] = []
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.append(self.proc.stderr.read()), daemon=True).start()
+        self.stderr_reader = threading.Thread(target=lambda: self.stderr.append(self.proc.stderr.read()), daemon=True)
+        self.stderr_reader.start()
 
     def _read(self) -> None:
         for raw in self.proc.stdout:
@@ -76,6 +77,7 @@ class Uci:
         return lines[:-1], lines[-1]
 
     def close(self) -> None:
+        """``quit``, wait for the exit (killing a hung engine) and for stderr to be read to its end."""
         if self.proc.poll() is None:
             try:
                 self.send("quit")
@@ -83,6 +85,7 @@ class Uci:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
+        self.stderr_reader.join(10)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -8,55 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from abc import ABC, abstractmethod
 from pathlib import Path
 
-import numpy as np
-
-from neuralengine.config import ModelConfig
+from neuralengine.backends.base import Backend, cuda_available, torch_available
 from neuralengine.weights import WeightsError
 
 #: Names accepted by :func:`create_backend` (and the UCI ``Backend`` option).
 BACKENDS = ("auto", "onnx", "torch-cpu", "torch-cuda")
-
-
-class Backend(ABC):
-    name: str = ""
-    device: str = "cpu"
-
-    def __init__(self, config: ModelConfig, weights_path: Path, weights_sha256: str) -> None:
-        self.config = config
-        self.weights_path = weights_path
-        self.weights_sha256 = weights_sha256
-
-    @abstractmethod
-    def evaluate(self, boards: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
-        """Log-probabilities, float32.
-
-        Action-value models: ``boards`` [B, 77], ``actions`` [B, N] give
-        [B, N, K]. State-value and behavioural-cloning models: [B, 77] gives
-        [B, K].
-        """
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.device})"
-
-
-def torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
-
-
-def cuda_available() -> bool:
-    """True when PyTorch can use a CUDA GPU. Without an NVIDIA driver it
-    answers at once on Linux, without importing PyTorch."""
-    if not torch_available():
-        return False
-    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def create_backend(weights_path: str | os.PathLike[str], name: str = "auto", threads: int = 1) -> Backend:
@@ -70,10 +28,9 @@ def create_backend(weights_path: str | os.PathLike[str], name: str = "auto", thr
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     path = Path(weights_path)
     if path.is_dir():
-        # A DeepMind checkpoint folder: converted once into the cache.
-        from neuralengine.deepmind import resolve_weights
-
-        path = resolve_weights(path)
+        # DeepMind checkpoint folders and model names are resolved above this
+        # layer (neuralengine.deepmind.resolve_weights, called by Engine.open).
+        raise WeightsError(f"{path} is a folder, not a weights file")
     if name == "auto":
         if cuda_available():
             name = "torch-cuda"

@@ -8,23 +8,19 @@ installed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neuralengine.backends import Backend, torch_available
+from neuralengine.atomic import file_lock, lock_path
+from neuralengine.backends.base import Backend, torch_available
+from neuralengine.backends.graph import WEIGHTS_SHA_KEY
 from neuralengine.config import ACTION_VALUE
+from neuralengine.paths import cache_dir
 from neuralengine.weights import WeightsError, config_from_metadata, file_sha256, read_metadata
 
-WEIGHTS_SHA_KEY = "neuralengine.weights_sha256"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("NEURALENGINE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "neuralengine")
-    return Path(base)
+__all__ = ["WEIGHTS_SHA_KEY", "OnnxBackend", "cache_dir", "open_graph"]
 
 
 def _session(path: Path, opts: Any, providers: list[str]) -> Any:
@@ -45,27 +41,39 @@ def open_graph(weights_path: Path, sha: str, opts: Any, providers: list[str]) ->
     the cache (which needs PyTorch). Each graph is loaded once: the session
     that checks the fingerprint is the one that runs.
     """
-    candidates = [weights_path.with_suffix(".onnx"), cache_dir() / "onnx" / f"{sha[:32]}.onnx"]
-    for candidate in candidates:
-        if not candidate.is_file():
-            continue
-        try:
-            session = _session(candidate, opts, providers)
-        except Exception:  # a corrupt graph counts as absent
-            continue
-        if _matches(session, sha):
+    cached = cache_dir() / "onnx" / f"{sha[:32]}.onnx"
+    for candidate in (weights_path.with_suffix(".onnx"), cached):
+        session = _matching_session(candidate, sha, opts, providers)
+        if session is not None:
             return session, candidate
     if not torch_available():
         raise WeightsError(
             f"no ONNX graph matches {weights_path.name}; run 'neuralengine export {weights_path}' "
             "or install neuralengine[torch] so that the engine can export it")
-    from neuralengine.export import export_weights_file
+    from neuralengine.backends.graph import export_weights_file
 
-    graph = export_weights_file(weights_path, candidates[1])
+    # Engines started together export once: the others wait here, then load
+    # the graph the first one wrote.
+    with file_lock(lock_path(cached)):
+        session = _matching_session(cached, sha, opts, providers)
+        if session is not None:
+            return session, cached
+        graph = export_weights_file(weights_path, cached)
     try:
         return _session(graph, opts, providers), graph
     except Exception as exc:
         raise WeightsError(f"ONNX Runtime cannot load {graph}: {exc}") from None
+
+
+def _matching_session(path: Path, sha: str, opts: Any, providers: list[str]) -> Any | None:
+    """A session on the graph at ``path`` if it exists and was exported from weights ``sha``."""
+    if not path.is_file():
+        return None
+    try:
+        session = _session(path, opts, providers)
+    except Exception:  # a corrupt graph counts as absent
+        return None
+    return session if _matches(session, sha) else None
 
 
 class OnnxBackend(Backend):

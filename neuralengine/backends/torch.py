@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuralengine.backends import Backend
+from neuralengine.backends.base import Backend
 from neuralengine.config import ACTION_VALUE
-from neuralengine.export import model_from_weights
+from neuralengine.backends.graph import model_from_weights
 from neuralengine.weights import load_weights
 
 

@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Stockfish opponents at these Skill Level values (0-20)")
     g.add_argument("--stockfish-option", action="append", default=[], metavar="NAME=VALUE",
                    help="option for every Stockfish opponent (default Threads=1, Hash=16)")
+    g.add_argument("--random-mover", action="store_true",
+                   help="a UCI engine that plays uniformly random legal moves (python -m "
+                        "neuralengine.benchmarks.random_mover)")
     g.add_argument("--opponent", action="append", default=[], metavar="NAME=COMMAND",
                    help="any UCI engine: a name and the command that starts it (repeatable)")
     g = p.add_argument_group("games")
@@ -461,7 +464,9 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
     cmd = absolute_command(shlex.split(args.engine_cmd)) if args.engine_cmd else our_engine_command()
     options = dict(_name_value(o, "--engine-option") for o in args.engine_option)
     if args.weights:
-        weights = Path(args.weights)
+        from neuralengine.paths import weights_argument
+
+        weights = weights_argument(args.weights)  # a released DeepMind model may be named (270M)
         if not weights.is_file():
             raise ValueError(f"weights file not found: {weights}")
         options.setdefault("WeightsFile", str(weights.resolve()))
@@ -482,6 +487,8 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
             if not 0 <= level <= 20:
                 raise ValueError(f"Stockfish Skill Level goes from 0 to 20, not {level}")
             opponents.append(EngineSpec(f"sfskill{level}", [stockfish], {**sf_options, "Skill Level": str(level)}))
+    if args.random_mover:
+        opponents.append(EngineSpec("random", [sys.executable, "-m", "neuralengine.benchmarks.random_mover"]))
     for text in args.opponent:
         name, command = _name_value(text, "--opponent")
         parts = shlex.split(command)
@@ -492,7 +499,7 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
     if len(set(names)) != len(names):
         raise ValueError(f"engine names must differ: {names}")
     if not opponents:
-        raise ValueError("no opponent: use --stockfish-elo, --stockfish-skill or --opponent")
+        raise ValueError("no opponent: use --stockfish-elo, --stockfish-skill, --random-mover or --opponent")
     return ours, opponents, ratings
 
 

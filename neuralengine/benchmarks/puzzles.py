@@ -44,6 +44,14 @@ class PuzzleFileError(ValueError):
     """A puzzle file that cannot be read at all."""
 
 
+class EngineWithoutModel(RuntimeError):
+    """The engine answers, but with moves chosen without its network (its weights did not load)."""
+
+
+#: What neuralengine's UCI front end says when it plays a move without its network.
+NO_NETWORK = "no network available"
+
+
 @dataclass
 class Puzzle:
     id: str
@@ -79,20 +87,24 @@ def read_puzzles(path: str | Path, limit: int | None = None) -> tuple[list[Puzzl
     skipped: list[str] = []
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            raise PuzzleFileError(f"{path} is empty")
-        missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
-        if missing:
-            raise PuzzleFileError(f"{path} lacks the columns {', '.join(missing)} "
-                                  f"(expected the Lichess format {','.join(REQUIRED_COLUMNS)},...)")
-        for row in reader:
-            if limit is not None and len(puzzles) >= limit:
-                break
-            line = reader.line_num
-            try:
-                puzzles.append(_parse_row(row))
-            except ValueError as exc:
-                skipped.append(f"{path.name}:{line}: {exc}")
+        try:
+            fieldnames = reader.fieldnames
+            if fieldnames is None:
+                raise PuzzleFileError(f"{path} is empty")
+            missing = [c for c in REQUIRED_COLUMNS if c not in fieldnames]
+            if missing:
+                raise PuzzleFileError(f"{path} lacks the columns {', '.join(missing)} "
+                                      f"(expected the Lichess format {','.join(REQUIRED_COLUMNS)},...)")
+            for row in reader:
+                if limit is not None and len(puzzles) >= limit:
+                    break
+                line = reader.line_num
+                try:
+                    puzzles.append(_parse_row(row))
+                except ValueError as exc:
+                    skipped.append(f"{path.name}:{line}: {exc}")
+        except csv.Error as exc:  # an over-long field, a NUL byte: the rest of the file cannot be trusted
+            raise PuzzleFileError(f"{path}:{reader.line_num}: not a readable CSV file: {exc}") from None
     return puzzles, skipped
 
 
@@ -101,8 +113,8 @@ def _parse_row(row: dict[str, Any]) -> Puzzle:
     fen = (row.get("FEN") or "").strip()
     moves = (row.get("Moves") or "").split()
     try:
-        rating = int(float(row.get("Rating") or ""))
-    except ValueError:
+        rating = int(float(row.get("Rating") or ""))  # inf: OverflowError, nan: ValueError
+    except (ValueError, OverflowError):
         raise ValueError(f"puzzle {pid or '?'}: rating {row.get('Rating')!r} is not a number") from None
     if len(moves) < 2:
         raise ValueError(f"puzzle {pid or '?'}: needs the opponent's move and at least one solution move")
@@ -262,12 +274,17 @@ class UciMoveSource:
         if self.engine is None:
             self.start()
         try:
-            return self.engine.play(board, self.limit, game=board.root().fen()).move
+            played = self.engine.play(board, self.limit, info=chess.engine.INFO_BASIC, game=board.root().fen())
         except (chess.engine.EngineError, TimeoutError) as exc:
             self.last_error = str(exc) or type(exc).__name__
             self.errors += 1
             self.close()
             return None
+        note = str(played.info.get("string") or "")
+        if NO_NETWORK in note:
+            raise EngineWithoutModel(f"{self.name or 'the engine'} plays without its network, so the run "
+                                     f"measures nothing: {note}")
+        return played.move
 
     def close(self) -> None:
         if self.engine is not None:
@@ -293,6 +310,28 @@ def run_puzzles(puzzles: Iterable[Puzzle], move_source: MoveSource, progress: An
     return results
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number of seconds, not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuralengine puzzles",
                                 description="Solve Lichess puzzles (CSV) through UCI; accuracy by rating.")
@@ -302,9 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="UCI command to test instead of neuralengine, e.g. 'stockfish'")
     p.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
                    help="UCI option (repeatable)")
-    p.add_argument("--movetime", type=float, help="seconds per move (go movetime)")
-    p.add_argument("--depth", type=int, help="search depth per move (go depth)")
-    p.add_argument("--nodes", type=int, help="nodes per move (go nodes)")
+    p.add_argument("--movetime", type=positive_seconds, help="seconds per move (go movetime)")
+    p.add_argument("--depth", type=positive_int, help="search depth per move (go depth)")
+    p.add_argument("--nodes", type=positive_int, help="nodes per move (go nodes)")
     p.add_argument("--band-width", type=int, default=400, help="rating band width (default 400)")
     p.add_argument("--out", default="puzzles", help="output folder for puzzles.json and puzzles.png")
     p.add_argument("--quiet", action="store_true")
@@ -350,10 +389,30 @@ def main(argv: list[str] | None = None) -> int:
     else:
         command = our_engine_command()
     if args.weights:
-        if not Path(args.weights).is_file():
-            print(f"puzzles: weights file not found: {args.weights}", file=err)
+        from neuralengine.paths import weights_argument
+
+        weights = weights_argument(args.weights)  # a released DeepMind model may be named (270M)
+        if not weights.is_file():
+            print(f"puzzles: weights file not found: {weights}", file=err)
             return 2
-        options.setdefault("WeightsFile", str(Path(args.weights).resolve()))
+        from neuralengine.weights import WeightsError, read_metadata
+
+        try:
+            read_metadata(weights)
+        except WeightsError as exc:
+            print(f"puzzles: cannot load the weights: {exc}", file=err)
+            return 2
+        options.setdefault("WeightsFile", str(weights.resolve()))
+    # The output folder is checked before the puzzles are played, not after.
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"puzzles: --out {out} is a file; name a folder for puzzles.json and puzzles.png", file=err)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"puzzles: cannot create the --out folder {out}: {exc.strerror or exc}", file=err)
+        return 2
     limit = chess.engine.Limit(time=args.movetime, depth=args.depth, nodes=args.nodes)
     if args.movetime is None and args.depth is None and args.nodes is None:
         limit = chess.engine.Limit(time=0.1)
@@ -365,15 +424,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bar = Progress("puzzles", len(puzzles), "puzzles", enabled=not args.quiet)
     t0 = time.monotonic()
+    failure: EngineWithoutModel | None = None
     try:
         results = run_puzzles(puzzles, source, bar)
+    except EngineWithoutModel as exc:
+        failure = exc
     finally:
         source.close()
         bar.close()
+    if failure is not None:
+        print(f"puzzles: {failure}", file=err)
+        return 1
     seconds = time.monotonic() - t0
     table = accuracy_table(results, args.band_width)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "file": Path(args.file).name,
         "engine": {"name": source.name, "command": command, "options": options,

@@ -197,6 +197,8 @@ class Player:
         self.engine: chess.engine.SimpleEngine | None = None
         self.pid: int | None = None
         self.started = 0
+        # kill() runs on the worker thread and on the watchdog's timer thread.
+        self._lock = threading.Lock()
 
     def ensure(self) -> chess.engine.SimpleEngine:
         if self.engine is None:
@@ -212,34 +214,54 @@ class Player:
             except (chess.engine.EngineError, TimeoutError, ValueError) as exc:
                 engine.close()
                 raise RunnerError(f"engine {self.spec.name}: {exc}") from None
-            self.engine = engine
-            self.pid = engine.transport.get_pid()
+            with self._lock:
+                self.engine = engine
+                self.pid = engine.transport.get_pid()
             self.started += 1
             if self.started > 1:
                 self.stats.restarts += 1
         return self.engine
 
     def sample_memory(self) -> None:
-        if self.pid is not None:
-            self.stats.note_memory(peak_memory_kib(self.pid))
+        pid = self.pid  # read once: a kill on another thread may clear it
+        if pid is not None:
+            self.stats.note_memory(peak_memory_kib(pid))
 
-    def kill(self) -> None:
-        if self.engine is not None:
-            self.sample_memory()
-            self.engine.close()
+    def _take(self, only: chess.engine.SimpleEngine | None = None
+              ) -> tuple[chess.engine.SimpleEngine | None, int | None]:
+        """Detach the running engine (and its pid) so that exactly one caller shuts it down."""
+        with self._lock:
+            engine, pid = self.engine, self.pid
+            if engine is None or (only is not None and engine is not only):
+                return None, None
             self.engine = None
             self.pid = None
+        return engine, pid
+
+    def kill(self, only: chess.engine.SimpleEngine | None = None) -> None:
+        """Kill the engine process; safe to call from several threads, and more than once.
+
+        With ``only``, the engine is killed only if it is still that one: a
+        watchdog that fires late must not kill the engine started after it.
+        """
+        engine, pid = self._take(only)
+        if engine is None:
+            return
+        if pid is not None:
+            self.stats.note_memory(peak_memory_kib(pid))
+        engine.close()
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.sample_memory()
-            try:
-                self.engine.quit()
-            except (chess.engine.EngineError, TimeoutError, RuntimeError):
-                pass
-            self.engine.close()
-            self.engine = None
-            self.pid = None
+        engine, pid = self._take()
+        if engine is None:
+            return
+        if pid is not None:
+            self.stats.note_memory(peak_memory_kib(pid))
+        try:
+            engine.quit()
+        except (chess.engine.EngineError, TimeoutError, RuntimeError):
+            pass
+        engine.close()
 
 
 def coerce_options(engine: chess.engine.SimpleEngine, options: dict[str, str]) -> dict[str, Any]:
@@ -394,9 +416,9 @@ def play_game(job: Job, players: dict[str, Player], tc: TimeControl, rules: Adju
         timed_out = threading.Event()
         detail = "no move"
 
-        def on_hang(p: Player = player) -> None:
+        def on_hang(p: Player = player, hung: chess.engine.SimpleEngine = engine) -> None:
             timed_out.set()
-            p.kill()
+            p.kill(hung)
 
         watchdog = threading.Timer(clocks[mover] + hang_grace, on_hang)
         watchdog.daemon = True

@@ -288,24 +288,31 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"  {c['backend']:<11} positions/s {_fmt(c['full_positions_per_s'], '.2f')} -> "
                          f"{_fmt(c['shared_positions_per_s'], '.2f')}  x{_fmt(c['positions_speedup'], '.1f')};  "
                          f"median move latency x{_fmt(c['latency_speedup'], '.1f')} faster")
+            if "board_head_positions_per_s" in c:
+                lines.append(f"  {'':<11} board_head positions/s {_fmt(c['board_head_positions_per_s'], '.2f')}  "
+                             f"x{_fmt(c['board_head_speedup'], '.1f')} of full")
     if report.get("training"):
         t = {r["attention"]: r for r in report["training"]}
         lines.append("")
         lines.append("training (forward + backward + AdamW, action values/s): " + ", ".join(
             f"{a} {_fmt(r['action_values_per_s'], '.0f')}" for a, r in t.items()))
-        if "full" in t and "shared_board" in t:
-            lines.append(f"  shared_board / full: x{_fmt(t['shared_board']['action_values_per_s'] / t['full']['action_values_per_s'], '.1f')}")
+        for layout in ("shared_board", "board_head"):
+            if "full" in t and layout in t:
+                ratio = t[layout]["action_values_per_s"] / t["full"]["action_values_per_s"]
+                lines.append(f"  {layout} / full: x{_fmt(ratio, '.1f')}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neuralengine.analyse import threads_arg
+
     parser = argparse.ArgumentParser(
         prog="neuralengine bench",
         description="Speed benchmark: the engine chooses a move in each of a fixed set of positions.")
     parser.add_argument("--weights", help="weights file (default: the shipped model)")
     parser.add_argument("--backend", default="all",
                         help="all (every available backend), auto, onnx, torch-cpu or torch-cuda (default all)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per backend (default 1)")
+    parser.add_argument("--threads", type=threads_arg, default=1, help="CPU threads per backend (default 1)")
     parser.add_argument("--batch-size", type=int, default=256, help="most moves per network call (default 256)")
     parser.add_argument("--positions", type=int, default=None, help="use the first N suite positions (default all)")
     parser.add_argument("--passes", type=int, default=1, help="times each position is played (default 1)")
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("bench: --compare-attention builds random models and needs PyTorch: "
                       "pip install 'neuralengine[torch]'", file=err)
                 return 1
-            from neuralengine.config import ConfigError, preset
+            from neuralengine.config import ATTENTIONS, ConfigError, preset
             from neuralengine.weights import config_from_metadata, read_metadata
 
             try:
@@ -368,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                     base = config_from_metadata(read_metadata(args.weights), args.weights)
                     sizes = {"num_layers": base.num_layers, "embed_dim": base.embed_dim,
                              "num_heads": base.num_heads, "widening_factor": base.widening_factor}
-                    configs = [type(base)(**sizes, attention=a) for a in ("full", "shared_board")]
+                    configs = [type(base)(**sizes, attention=a) for a in ATTENTIONS]
                 else:
-                    configs = [preset(args.preset, attention=a) for a in ("full", "shared_board")]
+                    configs = [preset(args.preset, attention=a) for a in ATTENTIONS]
             except (ConfigError, WeightsError) as exc:
                 print(f"bench: {exc}", file=err)
                 return 2
@@ -381,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                           file=err)
                 models.append((cfg.attention, write_random_model(tmp.name, cfg)))
         else:
-            from neuralengine.paths import default_weights
+            from neuralengine.paths import default_weights, weights_argument
 
-            weights = Path(args.weights) if args.weights else default_weights()
+            weights = weights_argument(args.weights) if args.weights else default_weights()
             if not weights.is_file():
                 print(f"bench: no weights file at {weights}; pass --weights FILE "
                       "(or --compare-attention for random models)", file=err)
@@ -425,14 +432,19 @@ def main(argv: list[str] | None = None) -> int:
             if full is None or shared is None:
                 continue
             fd, sd = full.to_dict(), shared.to_dict()
-            comparison.append({
+            entry = {
                 "backend": backend,
                 "full_positions_per_s": full.positions_per_s,
                 "shared_positions_per_s": shared.positions_per_s,
                 "positions_speedup": shared.positions_per_s / full.positions_per_s,
                 "nodes_speedup": shared.nodes_per_s / full.nodes_per_s,
                 "latency_speedup": fd["move_latency_ms"]["median"] / sd["move_latency_ms"]["median"],
-            })
+            }
+            head = by.get(("board_head", backend))
+            if head is not None:
+                entry["board_head_positions_per_s"] = head.positions_per_s
+                entry["board_head_speedup"] = head.positions_per_s / full.positions_per_s
+            comparison.append(entry)
         report["comparison"] = comparison
         if training:
             report["training"] = training

@@ -4,7 +4,8 @@ Each position is searched once with a ``MultiPV`` that covers all its legal
 moves, at a fixed depth (``go depth D``) or node count (``go nodes N``), so
 one search yields an action value for every move. A move's score is the last
 exact (not lower/upper bound) score Stockfish reported for it; with a depth
-limit that is its score at the final depth.
+limit that is its score at the final depth. A position where some move got
+only a bound is left out and counted as ``bound_only`` in ``skipped``.
 
 The input (positions files, see :mod:`neuralengine.data.positions`) is cut into
 fixed shards of ``--shard-size`` lines. Each of ``--workers`` processes runs
@@ -156,13 +157,15 @@ def annotate_lines(engine: Stockfish, lines: Sequence[str], settings: Settings, 
     results = engine.search_many(job[3] for job in jobs)
     for (fen, moves, gid, _), result in zip(jobs, results):
         items = []
+        missing = None
         for uci in moves:
-            score = result.exact.get(uci) or result.bound.get(uci)
+            score = result.exact.get(uci)  # a lower or upper bound is never a label
             if score is None:
+                missing = "bound_only" if uci in result.bound else "incomplete"
                 break
             items.append(f"{uci}:{score}")
-        if len(items) != len(moves):
-            stats.skipped["incomplete"] = stats.skipped.get("incomplete", 0) + 1
+        if missing is not None:
+            stats.skipped[missing] = stats.skipped.get(missing, 0) + 1
             continue
         out.append(f"{fen}\t{' '.join(items)}\n")
         if games and games[-1][0] == gid:

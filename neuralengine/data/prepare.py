@@ -18,7 +18,7 @@ Splitting, by game, in this order of precedence:
 
 Positions are de-duplicated by FEN without the move counters within each
 split, and test positions that also occur in training are dropped, so the two
-never share a position. :func:`neuralengine.data.text.convert_text` is this
+never share a position. :func:`convert_text` is this
 conversion for plain text files.
 """
 
@@ -170,9 +170,35 @@ class ShardWriter:
             self.buffer = []
 
 
+def puzzle_position_keys(paths: Sequence[str | os.PathLike[str]]) -> set[str]:
+    """De-duplication keys of every position of Lichess puzzle CSV files: the
+    puzzle's FEN and the position after each move of its line. Training data
+    must never contain them, since puzzles are how models are compared."""
+    import csv
+
+    import chess
+
+    keys: set[str] = set()
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    board = chess.Board(row["FEN"])
+                    keys.add(position_key(board.fen()))
+                    for uci in row["Moves"].split():
+                        board.push_uci(uci)
+                        keys.add(position_key(board.fen()))
+                except (KeyError, ValueError, AttributeError):
+                    continue
+    return keys
+
+
 def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, shard_size: int = 100_000,
-            engine: str | None = None, limit: dict[str, int] | None = None, progress: bool = True) -> Stats:
-    """Convert ``sources`` into train/test shards in ``out``; see the module docstring."""
+            engine: str | None = None, limit: dict[str, int] | None = None, progress: bool = True,
+            exclude: set[str] | None = None) -> Stats:
+    """Convert ``sources`` into train/test shards in ``out``; see the module
+    docstring. Positions whose key is in ``exclude`` (see
+    :func:`puzzle_position_keys`) are left out of both splits."""
     from neuralengine.progress import Progress
 
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +224,9 @@ def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, s
                     stats.no_moves += 1
                     continue
                 key = position_key(fen)
+                if exclude and key in exclude:
+                    stats.skipped["excluded position"] = stats.skipped.get("excluded position", 0) + 1
+                    continue
                 if key in (train_keys if split == "train" else test_positions):
                     stats.duplicates += 1
                     continue
@@ -242,9 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--depth", type=int, help="search depth of inputs without a sidecar, for the metadata")
     limit.add_argument("--nodes", type=int, help="node limit of inputs without a sidecar, for the metadata")
+    p.add_argument("--exclude-puzzles", nargs="+", default=[], metavar="CSV",
+                   help="Lichess puzzle CSV files whose positions (before and after each move) are left out")
     p.add_argument("--force", action="store_true", help="replace shards already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def convert_text(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], test_fraction: float = 0.02,
+                 shard_size: int = 100_000, metadata: dict | None = None, progress: bool = True) -> dict[str, int]:
+    """Convert plain text files to ``train-*.neav`` and ``test-*.neav`` shards.
+
+    Positions are de-duplicated by FEN without move counters within each
+    split, games go wholly to one split, and test positions that also occur
+    in a training game are dropped, so the splits never share a position.
+    ``metadata`` may name the ``engine`` and its ``depth`` or ``nodes``. This
+    is :func:`prepare` for plain text files.
+    """
+    meta = dict(metadata or {})
+    limit = {k: int(meta[k]) for k in ("depth", "nodes") if k in meta}
+    sources = [Source(Path(p), "text") for p in paths]
+    stats = prepare(sources, Path(out_dir), test_fraction=test_fraction, shard_size=shard_size,
+                    engine=meta.get("engine"), limit=limit or None, progress=progress)
+    return {"games": stats.games, "lines": stats.lines, "train": stats.train, "test": stats.test,
+            "duplicates": stats.duplicates + stats.no_moves, "test_overlap_dropped": stats.test_overlap_dropped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             path.unlink()
     limit = {"depth": args.depth} if args.depth else {"nodes": args.nodes} if args.nodes else None
     try:
+        exclude = puzzle_position_keys(args.exclude_puzzles) if args.exclude_puzzles else None
         stats = prepare(sources, out, args.test_fraction, args.shard_size, args.engine, limit,
-                        progress=not args.quiet)
+                        progress=not args.quiet, exclude=exclude)
     except (FormatError, ValueError, OSError) as exc:
         print(f"\nprepare: {exc}", file=sys.stderr)
         return 1

@@ -92,7 +92,8 @@ class SearchResult:
     bestmove: str | None
     #: Last exact score per first move (text format: ``"35"``, ``"#3"``).
     exact: dict[str, str] = field(default_factory=dict)
-    #: Last bound (lower/upper) score per first move, a fallback only.
+    #: Last bound (lower/upper) score per first move: never a label, it only tells
+    #: a move that got a bound from one that got no score at all.
     bound: dict[str, str] = field(default_factory=dict)
     #: Latest line per MultiPV rank.
     lines: dict[int, SearchLine] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The plain-text action-value format, and its conversion to shards.
+"""The plain-text action-value format (turned into shards by :mod:`neuralengine.data.prepare`).
 
 One line per position: ``FEN<TAB>move:score move:score ...``. Scores are from
 the point of view of the side to move in FEN: centipawns (``35``, ``-120``)
@@ -92,23 +92,3 @@ def to_position(fen: str, moves: list[str], probs: np.ndarray, game_id: int) -> 
     actions = np.fromiter((MOVE_TO_ACTION[m] for m in moves), dtype=np.int16, count=len(moves))
     return Position(tokenize(fen), actions, probs, game_id)
 
-
-def convert_text(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], test_fraction: float = 0.02,
-                 shard_size: int = 100_000, metadata: dict | None = None, progress: bool = True) -> dict[str, int]:
-    """Convert text files to ``train-*.neav`` and ``test-*.neav`` shards.
-
-    Positions are de-duplicated by FEN without move counters within each
-    split, games go wholly to one split, and test positions that also occur
-    in a training game are dropped, so the splits never share a position.
-    ``metadata`` may name the ``engine`` and its ``depth`` or ``nodes``. This
-    is :func:`neuralengine.data.prepare.prepare` for plain text files.
-    """
-    from neuralengine.data.prepare import Source, prepare
-
-    meta = dict(metadata or {})
-    limit = {k: int(meta[k]) for k in ("depth", "nodes") if k in meta}
-    sources = [Source(Path(p), "text") for p in paths]
-    stats = prepare(sources, Path(out_dir), test_fraction=test_fraction, shard_size=shard_size,
-                    engine=meta.get("engine"), limit=limit or None, progress=progress)
-    return {"games": stats.games, "lines": stats.lines, "train": stats.train, "test": stats.test,
-            "duplicates": stats.duplicates + stats.no_moves, "test_overlap_dropped": stats.test_overlap_dropped}

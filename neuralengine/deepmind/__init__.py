@@ -10,23 +10,20 @@ the engine:
   a :class:`~neuralengine.config.ModelConfig` and our tensors, checking
   every name and shape;
 * :mod:`neuralengine.deepmind.checkpoint` finds and reads the orbax folder
-  (needs the ``deepmind`` extra: ``pip install 'neuralengine[deepmind]'``);
-* :func:`resolve_weights` lets the engine take a checkpoint folder where it
-  expects a weights file, converting it once into a cache.
+  (needs the ``deepmind`` extra: ``pip install 'neuralengine[deepmind]'``,
+  which brings tensorstore; orbax is used when tensorstore is missing);
+* :mod:`neuralengine.deepmind.download` fetches a released model by name
+  (``neuralengine download 270M``) and converts it into the cache;
+* :func:`resolve_weights` lets the engine take a checkpoint folder or a
+  released model's name where it expects a weights file.
 
-Importing this package is cheap: orbax and JAX load only when a checkpoint
-is actually read.
+Importing this package is cheap: tensorstore (or orbax) loads only when a
+checkpoint is actually read.
 """
 
 from __future__ import annotations
 
-from neuralengine.weights import WeightsError
-
-
-class DeepMindError(WeightsError):
-    """A DeepMind checkpoint that cannot be read or mapped; the message says why."""
-
-
-from neuralengine.deepmind.cache import resolve_weights  # noqa: E402  (needs DeepMindError)
+from neuralengine.deepmind.cache import resolve_weights
+from neuralengine.deepmind.errors import DeepMindError
 
 __all__ = ["DeepMindError", "resolve_weights"]

@@ -3,7 +3,7 @@
 :func:`resolve_weights` returns a weights file for either a weights file or a
 checkpoint folder. A folder is converted once into
 ``<cache>/deepmind/<fingerprint>/`` (the cache of
-:func:`neuralengine.backends.onnx.cache_dir`); later calls reuse it until the
+:func:`neuralengine.paths.cache_dir`); later calls reuse it until the
 checkpoint's files or the converter change.
 """
 
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from neuralengine.deepmind import DeepMindError
+from neuralengine.atomic import file_lock, lock_path
+from neuralengine.deepmind.errors import DeepMindError
 from neuralengine.weights import WeightsError, read_metadata
 
 Reporter = Callable[[str], None]
@@ -45,8 +46,8 @@ def _fingerprint(item: Path, parts: list[str]) -> str:
 def cached_path(path: str | os.PathLike[str], *, step: int | None = None, ema: bool = False,
                 heads: int | None = None) -> Path:
     """Where the conversion of the checkpoint at ``path`` lives in the cache."""
-    from neuralengine.backends.onnx import cache_dir
     from neuralengine.deepmind.checkpoint import locate
+    from neuralengine.paths import cache_dir
     from neuralengine.deepmind.convert import CONVERTER_VERSION, output_name
 
     location = locate(path, step, ema)
@@ -58,27 +59,51 @@ def resolve_weights(path: str | os.PathLike[str], *, step: int | None = None, em
                     heads: int | None = None, report: Reporter | None = None) -> Path:
     """A weights file for ``path``.
 
-    A file is returned unchanged. A DeepMind checkpoint folder is converted
-    into the cache the first time (with its ONNX graph) and the cached file
-    returned; ``report`` (default: stderr) is told which file is used and
-    when a conversion runs. Errors are :class:`~neuralengine.weights.WeightsError`.
+    A file is returned unchanged. The name of a released DeepMind model
+    (``270M``; see :data:`neuralengine.paths.DEEPMIND_MODELS`) gives its
+    conversion in the cache, written by ``neuralengine download``. A DeepMind
+    checkpoint folder is converted into the cache the first time (with its
+    ONNX graph) and the cached file returned; ``report`` (default: stderr) is
+    told which file is used and when a conversion runs. Errors are
+    :class:`~neuralengine.weights.WeightsError`.
     """
+    from neuralengine.paths import deepmind_model_name, downloaded_weights
+
+    name = deepmind_model_name(path)
+    if name is not None:
+        target = downloaded_weights(name)
+        if not target.is_file():
+            raise DeepMindError(f"DeepMind's {name} model is not downloaded yet: run 'neuralengine download {name}' "
+                                f"(it converts into {target})")
+        return target
     path = Path(path)
     if not path.is_dir():
         return path
     report = report or _stderr
     target = cached_path(path, step=step, ema=ema, heads=heads)
-    if target.is_file():
-        try:
-            read_metadata(target)
-        except WeightsError:
-            pass  # a damaged cache entry: convert again
-        else:
-            report(f"DeepMind checkpoint {path}: using the conversion cached at {target}")
-            return target
+    if _usable(target):
+        report(f"DeepMind checkpoint {path}: using the conversion cached at {target}")
+        return target
     from neuralengine.deepmind.checkpoint import locate
     from neuralengine.deepmind.convert import convert_location
 
-    report(f"DeepMind checkpoint {path}: converting it once into {target}")
-    convert_location(locate(path, step, ema), target, heads=heads, report=report, progress=False)
+    # Engines started together convert once: the others wait for the lock,
+    # then find the finished conversion.
+    with file_lock(lock_path(target)):
+        if _usable(target):
+            report(f"DeepMind checkpoint {path}: using the conversion cached at {target}")
+            return target
+        report(f"DeepMind checkpoint {path}: converting it once into {target}")
+        convert_location(locate(path, step, ema), target, heads=heads, report=report, progress=False)
     return target
+
+
+def _usable(target: Path) -> bool:
+    """Whether a cached conversion exists and is whole (a damaged one is converted again)."""
+    if not target.is_file():
+        return False
+    try:
+        read_metadata(target)
+    except WeightsError:
+        return False
+    return True

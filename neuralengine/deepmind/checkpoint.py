@@ -5,14 +5,24 @@ saved tree: ``<name>/<step>/params``, ``<name>/<step>/params_ema`` (and
 optimiser state). The engines use ``params``; step 6,400,000 for the
 action-value releases.
 
-Reading needs ``orbax-checkpoint`` (the ``deepmind`` extra) but neither the
-Haiku template nor the sharding the arrays were saved with: every leaf is
-restored as a host NumPy array, using the tree stored in the checkpoint's
-own metadata.
+An item is an OCDBT key-value store (``manifest.ocdbt`` and its ``d/``
+data files; older orbax releases wrote one folder per array instead) holding
+one zarr array per parameter, named by its tree path joined with dots
+(``embed.embeddings``, ``multi_head_dot_product_attention_3/linear_2.w``).
+The item's ``_METADATA`` lists the tree's keys.
+
+Two readers, both giving host NumPy arrays and neither needing the Haiku
+template nor the sharding the arrays were saved with:
+
+* ``tensorstore`` (the ``deepmind`` extra): the storage library orbax itself
+  uses, reading the zarr arrays straight out of the store;
+* ``orbax`` (``orbax-checkpoint`` with JAX, about five times the size): the
+  fallback when tensorstore is missing or cannot read an item.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from neuralengine.deepmind import DeepMindError
+from neuralengine.deepmind.errors import DeepMindError
 
 #: Orbax items holding the parameters (raw and exponential moving average).
 PARAMS = "params"
@@ -168,8 +178,132 @@ def import_orbax() -> Any:
     return ocp
 
 
-def read_params(item: str | os.PathLike[str]) -> dict[str, Any]:
-    """Restore one orbax item as a nested dict of NumPy arrays."""
+#: ``read_params`` readers, tried in this order by ``auto``.
+READERS = ("tensorstore", "orbax")
+
+
+def read_params(item: str | os.PathLike[str], reader: str = "auto") -> dict[str, Any]:
+    """Restore one orbax item as a nested dict of NumPy arrays.
+
+    ``reader`` is ``tensorstore``, ``orbax`` or ``auto``: tensorstore when it
+    is installed, else orbax; orbax also when tensorstore fails on the item
+    and orbax is installed.
+    """
+    if reader == "tensorstore":
+        return read_params_tensorstore(item)
+    if reader == "orbax":
+        return read_params_orbax(item)
+    if reader != "auto":
+        raise ValueError(f"unknown reader {reader!r}; choose from auto, {', '.join(READERS)}")
+    if not _installed("tensorstore"):
+        if not _installed("orbax.checkpoint"):
+            raise DeepMindError(f"reading DeepMind checkpoints needs tensorstore: {INSTALL_HINT}")
+        return read_params_orbax(item)
+    try:
+        return read_params_tensorstore(item)
+    except DeepMindError:
+        if not _installed("orbax.checkpoint"):
+            raise
+    return read_params_orbax(item)
+
+
+def readers_installed() -> list[str]:
+    """The readers whose library is installed, in the order ``auto`` tries them."""
+    return [name for name, module in zip(READERS, ("tensorstore", "orbax.checkpoint")) if _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None
+        return False
+
+
+def import_tensorstore() -> Any:
+    """``tensorstore``, or a :class:`DeepMindError` naming the extra."""
+    try:
+        import tensorstore as ts
+    except ImportError as exc:
+        raise DeepMindError(f"reading DeepMind checkpoints needs tensorstore ({exc.name or exc} is missing): "
+                            f"{INSTALL_HINT}") from None
+    return ts
+
+
+#: Key suffixes marking an array inside the store, and the tensorstore driver reading it.
+_ARRAY_MARKERS = (("/.zarray", "zarr"), ("/zarr.json", "zarr3"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _stored_keys(item: Path) -> dict[str, tuple[str, ...]] | None:
+    """Array name -> tree key path, from the item's ``_METADATA`` (None without one)."""
+    path = item / "_METADATA"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        entries = meta["tree_metadata"]
+        keys = {}
+        for entry in entries.values():
+            path_keys = tuple(str(part["key"]) for part in entry["key_metadata"])
+            keys[".".join(path_keys)] = path_keys
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DeepMindError(f"{path} is not orbax tree metadata") from None
+    return keys
+
+
+def read_params_tensorstore(item: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one orbax item with tensorstore alone (no orbax, no JAX)."""
+    item = Path(item).absolute()
+    ts = import_tensorstore()
+    store: dict[str, Any] = {"driver": "file", "path": str(item) + "/"}
+    if (item / "manifest.ocdbt").is_file():
+        store = {"driver": "ocdbt", "base": store}
+    context = ts.Context()
+    try:
+        listed = ts.KvStore.open(store, context=context).result().list().result()
+    except Exception as exc:  # tensorstore raises ValueError and others for unreadable stores
+        raise DeepMindError(f"cannot read the checkpoint {item}: {_first_line(exc)}") from None
+    arrays: dict[str, str] = {}
+    for raw in listed:
+        key = raw.decode("utf-8", "replace")
+        for suffix, driver in _ARRAY_MARKERS:
+            if key.endswith(suffix):
+                arrays[key[:-len(suffix)]] = driver
+    keys = _stored_keys(item)
+    if keys is None:  # no tree metadata: the array names are the dotted key paths
+        keys = {name: tuple(name.split(".")) for name in arrays}
+    if not keys:
+        raise DeepMindError(f"{item} holds no parameter tree")
+    absent = sorted(name for name in keys if name not in arrays)
+    if absent:
+        raise DeepMindError(f"{item}: {', '.join(absent[:3])} {'is' if len(absent) == 1 else 'are'} not stored as "
+                            f"zarr arrays")
+    tree: dict[str, Any] = {}
+    for name, path_keys in sorted(keys.items()):
+        # Inside an OCDBT store the path is the key prefix; a plain folder adds it to its own path.
+        inner = {**store, "path": store.get("path", "") + name + "/"}
+        spec = {"driver": arrays[name], "kvstore": inner}
+        try:
+            value = ts.open(spec, context=context, open=True, read=True).result().read().result()
+        except Exception as exc:
+            raise DeepMindError(f"cannot read {name} from the checkpoint {item}: {_first_line(exc)}") from None
+        node = tree
+        for part in path_keys[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DeepMindError(f"{item}: {name} is stored both as an array and as a subtree")
+        node[path_keys[-1]] = value
+    return tree
+
+
+def read_params_orbax(item: str | os.PathLike[str]) -> dict[str, Any]:
+    """Restore one orbax item with orbax (and JAX) as a nested dict of NumPy arrays."""
     import numpy as np
 
     item = Path(item).absolute()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuralengine.config import KINDS
-from neuralengine.deepmind.checkpoint import Location, locate, read_params
+from neuralengine.deepmind.checkpoint import READERS, Location, locate, read_params
 from neuralengine.deepmind.mapping import map_tree
 from neuralengine.weights import WeightsError
 
@@ -42,15 +42,19 @@ def output_name(location: Location) -> str:
 
 def convert_location(location: Location, target: str | os.PathLike[str], *, heads: int | None = None,
                      kind: str | None = None, layer_norm_eps: float | None = None, onnx: bool = True,
-                     report: Reporter = _stderr, progress: bool = True) -> Path:
-    """Read, map and write one checkpoint; returns the weights path."""
+                     report: Reporter = _stderr, progress: bool = True, reader: str = "auto") -> Path:
+    """Read, map and write one checkpoint; returns the weights path.
+
+    ``reader`` picks the library reading the checkpoint (``tensorstore``,
+    ``orbax`` or ``auto``; see :func:`~neuralengine.deepmind.checkpoint.read_params`).
+    """
     from neuralengine.progress import Progress
     from neuralengine.weights import save_weights
 
     target = Path(target)
     bar = Progress(f"converting {location.name}", total=4 if onnx else 3, unit="stages", enabled=progress)
     bar.update(0, postfix="reading the orbax checkpoint")
-    tree = read_params(location.item)
+    tree = read_params(location.item, reader)
     bar.update(1, postfix="mapping the parameters")
     mapped = map_tree(tree, heads=heads, kind=kind, layer_norm_eps=layer_norm_eps, hint=location.name)
     del tree
@@ -91,12 +95,12 @@ def convert_location(location: Location, target: str | os.PathLike[str], *, head
 def convert_checkpoint(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, step: int | None = None,
                        ema: bool = False, heads: int | None = None, kind: str | None = None,
                        layer_norm_eps: float | None = None, onnx: bool = True, report: Reporter = _stderr,
-                       progress: bool = True) -> Path:
+                       progress: bool = True, reader: str = "auto") -> Path:
     """Convert the checkpoint at ``path`` into ``out_dir``; returns the weights path."""
     location = locate(path, step, ema)
     target = Path(out_dir) / output_name(location)
     return convert_location(location, target, heads=heads, kind=kind, layer_norm_eps=layer_norm_eps, onnx=onnx,
-                            report=report, progress=progress)
+                            report=report, progress=progress, reader=reader)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "deepmind", help="DeepMind's searchless_chess orbax checkpoints (9M, 136M, 270M, 9M_state_value, "
                          "9M_behavioral_cloning)",
         description="Convert a DeepMind searchless_chess checkpoint folder (e.g. checkpoints/270M, with "
-                    "<step>/params inside). Needs: pip install 'neuralengine[deepmind]'.")
+                    "<step>/params inside). Needs: pip install 'neuralengine[deepmind]' (tensorstore; orbax is "
+                    "used when tensorstore is missing).")
     dm.add_argument("checkpoint", metavar="CKPT_DIR", help="model folder, step folder or params folder")
     dm.add_argument("--step", type=int, help="step to convert (default: the latest saved)")
     dm.add_argument("--ema", action="store_true", help="convert params_ema instead of params "
@@ -120,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LayerNorm epsilon (default: 1e-5 for Haiku names, 1e-6 for Flax names)")
     dm.add_argument("--out", default=".", metavar="DIR", help="output folder (default: the current folder)")
     dm.add_argument("--no-onnx", action="store_true", help="write the weights file only")
+    dm.add_argument("--reader", choices=("auto",) + READERS, default="auto",
+                    help="library reading the checkpoint (default auto: tensorstore, else orbax)")
     dm.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = convert_checkpoint(args.checkpoint, args.out, step=args.step, ema=args.ema, heads=args.heads,
                                   kind=args.kind, layer_norm_eps=args.layer_norm_eps, onnx=not args.no_onnx,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, reader=args.reader)
     except (WeightsError, OSError) as exc:
         print(f"neuralengine convert: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ import numpy as np
 
 from neuralengine.config import (ACTION_VALUE, BEHAVIORAL_CLONING, KINDS, STATE_VALUE, ConfigError,
                                  ModelConfig)
-from neuralengine.deepmind import DeepMindError
+from neuralengine.deepmind.errors import DeepMindError
 from neuralengine.encoding import NUM_ACTIONS, SEQUENCE_LENGTH, VOCAB
 from neuralengine.weights import check_tensors
 

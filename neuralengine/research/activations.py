@@ -1,0 +1,150 @@
+"""Walk the transformer layer by layer to read, or edit, its residual stream.
+
+The model's ``forward`` returns only the head's output. :func:`run_layers`
+repeats that computation with the model's own embedding, blocks and head, and
+calls a hook on the residual stream after the embedding (layer 0) and after
+every block (layers 1..L). The hook may return edited tensors, which the next
+block then reads. :func:`check_walk` confirms on real inputs that the walk
+gives what ``model.forward`` gives, so a layout this module does not know
+fails loudly instead of probing the wrong computation.
+
+Streams handed to the hook, for ``B`` positions with ``N`` moves each:
+
+* state value, behavioural cloning: ``board`` [B, 78, D] (BOS + 77 FEN
+  tokens), ``moves`` None;
+* action value, ``shared_board``: ``board`` [B, 78, D], ``moves`` [B, N, D]
+  (the board stream is shared by the moves);
+* action value, ``full``: ``board`` [B, N, 78, D] (each move has its own copy
+  of the board tokens, which attend to the move), ``moves`` [B, N, D];
+* action value, ``board_head``: ``board`` [B, 78, D], ``moves`` None (the moves
+  are scored by a small head from the final board states; no move token).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from neuralengine.config import ACTION_VALUE, FULL, SHARED_BOARD
+from neuralengine.research.features import square_token_index
+
+#: Board tokens the model reads: BOS + the 77 FEN tokens.
+BOARD_TOKENS = 78
+#: The layout without a move token, whose move head reads the final board states.
+BOARD_HEAD = "board_head"
+
+Hook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], Optional[tuple]]
+
+
+class WalkError(RuntimeError):
+    """A model whose computation this module cannot reproduce."""
+
+
+def board_position(square: int) -> int:
+    """Index of a square's token in the 78 board tokens (BOS comes first)."""
+    return 1 + square_token_index(square)
+
+
+def readout_site(cfg) -> str:
+    """The token whose state carries the model's answer: ``move`` (the move token
+    of action-value models), ``bos`` (``board_head``, whose move head reads BOS
+    as its summary of the board) or ``last`` (state value, behavioural cloning)."""
+    if cfg.kind != ACTION_VALUE:
+        return "last"
+    return "bos" if cfg.attention == BOARD_HEAD else "move"
+
+
+def run_layers(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None = None,
+               hook: Hook | None = None) -> torch.Tensor:
+    """The model's log-probabilities, calling ``hook(layer, board, moves)`` after
+    the embedding and each block; see the module docstring for the shapes.
+
+    ``boards`` [B, 77]; ``actions`` [B, N] for action-value models. Returns
+    [B, N, K] for action value, [B, K] otherwise, like ``model.forward``.
+    """
+    cfg = model.cfg
+    seq = model._board_sequence(boards.long())
+
+    def call(layer: int, board: torch.Tensor, moves: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if hook is not None:
+            edited = hook(layer, board, moves)
+            if edited is not None:
+                return edited
+        return board, moves
+
+    if cfg.kind != ACTION_VALUE:
+        x, _ = call(0, model._embed(seq), None)
+        for i, block in enumerate(model.blocks, start=1):
+            x, _ = call(i, block(x), None)
+        return model._head(x[:, -1])
+    if actions is None:
+        raise ValueError("an action-value model needs actions")
+    actions = actions.long()
+    batch, n = actions.shape
+    if cfg.attention == BOARD_HEAD:
+        x, _ = call(0, model._embed(seq), None)
+        for i, block in enumerate(model.blocks, start=1):
+            x, _ = call(i, block(x), None)
+        return torch.log_softmax(model.head(model.move_head(model.ln_f(x), actions)), dim=-1)
+    if cfg.attention == SHARED_BOARD:
+        board = model._embed(seq)
+        moves = model._embed(actions, offset=BOARD_TOKENS).reshape(batch, n, -1)
+        board, moves = call(0, board, moves)
+        for i, block in enumerate(model.blocks, start=1):
+            board, moves = call(i, *block.forward_shared(board, moves))
+        return model._head(moves)
+    if cfg.attention == FULL:
+        full = torch.cat([seq.unsqueeze(1).expand(batch, n, BOARD_TOKENS), actions.unsqueeze(-1)], dim=-1)
+        x = model._embed(full.reshape(batch * n, -1))
+        for i in range(len(model.blocks) + 1):
+            if i:
+                x = model.blocks[i - 1](x)
+            d = x.shape[-1]
+            board, moves = call(i, x[:, :BOARD_TOKENS].reshape(batch, n, BOARD_TOKENS, d),
+                                x[:, BOARD_TOKENS].reshape(batch, n, d))
+            x = torch.cat([board.reshape(batch * n, BOARD_TOKENS, d), moves.reshape(batch * n, 1, d)], dim=1)
+        return model._head(x[:, -1]).reshape(batch, n, -1)
+    raise WalkError(f"attention layout {cfg.attention!r} is not supported by the probes")
+
+
+def check_walk(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None = None,
+               atol: float = 1e-4) -> None:
+    """Raise :class:`WalkError` unless the layer walk reproduces ``model(boards, actions)``."""
+    with torch.no_grad():
+        expected = model(boards, actions) if model.cfg.kind == ACTION_VALUE else model(boards)
+        got = run_layers(model, boards, actions)
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=0):
+        diff = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
+        raise WalkError(f"the layer walk does not reproduce this model's output (largest difference {diff:.3g}); "
+                        f"its layout ({model.cfg.attention!r}) is not supported by the probes")
+
+
+def collect_states(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None,
+                   squares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual states of a batch, one candidate move per position.
+
+    ``boards`` [B, 77]; ``actions`` [B] (action value) or None; ``squares``
+    [B, S] python-chess square numbers. Returns ``readout`` [B, L+1, D] (the
+    token named by :func:`readout_site`), ``square_states``
+    [B, S, L+1, D] (each square's own FEN token) and the log-probabilities.
+    """
+    readout: list[torch.Tensor] = []
+    at_squares: list[torch.Tensor] = []
+    rows = torch.arange(boards.shape[0]).unsqueeze(1)
+    bos = readout_site(model.cfg) == "bos"
+    positions = torch.tensor([[board_position(int(s)) for s in row] for row in squares.tolist()],
+                             dtype=torch.long).reshape(squares.shape)
+
+    def record(layer: int, board: torch.Tensor, moves: torch.Tensor | None) -> None:
+        if board.dim() == 4:  # full attention: the board tokens of the (only) move
+            board = board[:, 0]
+        readout.append(moves[:, 0] if moves is not None else board[:, 0] if bos else board[:, -1])
+        at_squares.append(board[rows, positions])
+
+    acts = None if actions is None else actions.reshape(-1, 1)
+    with torch.no_grad():
+        out = run_layers(model, boards, acts, record)
+    if acts is not None:
+        out = out[:, 0]
+    return torch.stack(readout, dim=1), torch.stack(at_squares, dim=2), out

@@ -1,0 +1,563 @@
+"""The UCI server's state machine, in-process.
+
+:class:`UciServer` runs here on a reader thread (:func:`serve`) as in the real
+executable, with three stand-ins the test controls:
+
+* a fake engine whose searches block until the test opens their gate;
+* an engine factory whose loads block the same way, or fail;
+* a clock that moves only when the test moves it.
+
+Nothing sleeps and nothing is timed: the tests synchronise on events and
+queues (each wait has a generous timeout that only turns a hang into a
+failure) and check the exact lines the server printed.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from typing import Iterator
+
+import chess
+import pytest
+
+from neuralengine.engine import MoveScore, SearchResult, time_budget
+from neuralengine.uci import Output, UciServer, make_options, serve
+from neuralengine.weights import WeightsError
+
+#: Seconds before a wait counts as a hang (never reached when the server works).
+HANG = 20.0
+
+
+class Sink:
+    """The server's stdout: complete lines go to a queue."""
+
+    def __init__(self) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.buffer = b""
+        #: Called with each line as it is written (on the writing thread).
+        self.on_line = lambda line: None
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            raw, self.buffer = self.buffer.split(b"\n", 1)
+            line = raw.decode()
+            self.on_line(line)
+            self.lines.put(line)
+
+    def flush(self) -> None:
+        pass
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEngine:
+    """What the server needs of :class:`~neuralengine.engine.Engine`.
+
+    A search blocks while :attr:`gate` is closed, like a network call that
+    cannot be interrupted. It plays the first move in UCI order (``a2a3``
+    from the start position), scores every move 0.5 (``cp 0``) and, when
+    asked, names the first reply in UCI order as the ponder move.
+    """
+
+    def __init__(self, name: str, predicted: float = 0.01) -> None:
+        self.name = name
+        self.predicted = predicted
+        self.batch_size = 256
+        self.temperature = 0.0
+        self.temperature_moves = 0
+        self.mate_rule = True
+        self.rng = random.Random()
+        self.gate = threading.Event()
+        self.gate.set()
+        #: The control of every search, put when it starts.
+        self.started: queue.Queue = queue.Queue()
+        #: One number from :attr:`rng` per search.
+        self.draws: list[float] = []
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+
+    def describe(self) -> str:
+        return f"fake {self.name}"
+
+    def predicted_seconds(self, board: chess.Board) -> float:
+        return self.predicted
+
+    def search(self, board: chess.Board, *, control, nodes=None, searchmoves=None, ponder=False) -> SearchResult:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            self.started.put(control)
+            assert self.gate.wait(HANG), "the test never opened the gate"
+            self.draws.append(self.rng.random())
+            moves = sorted(searchmoves or board.legal_moves, key=lambda m: m.uci())
+            reply = None
+            if ponder:
+                board.push(moves[0])
+                reply = min(board.legal_moves, key=lambda m: m.uci())
+                board.pop()
+            ranked = [MoveScore(m, i, 0.5, 0.5, None) for i, m in enumerate(moves)]
+            return SearchResult(moves[0], ranked=ranked, nodes=len(moves), ponder=reply)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+class Factory:
+    """Opens fake engines by path; a load can be held back or fail."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, FakeEngine | Exception] = {}
+        self.gates: dict[str, threading.Event] = {}
+        #: Each path as its load starts.
+        self.opened: queue.Queue[str] = queue.Queue()
+
+    def add(self, path: str, item: FakeEngine | Exception) -> None:
+        self.items[path] = item
+
+    def hold(self, path: str) -> threading.Event:
+        """Make the loads of ``path`` wait until the returned event is set."""
+        gate = self.gates[path] = threading.Event()
+        return gate
+
+    def __call__(self, path: str, backend: str, threads: int) -> FakeEngine:
+        self.opened.put(path)
+        gate = self.gates.get(path)
+        if gate is not None:
+            assert gate.wait(HANG), "the test never let the load finish"
+        item = self.items[path]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+class Session:
+    """A server on its reader thread, fed line by line; its output read line by line."""
+
+    def __init__(self, factory: Factory, weights: str = "good") -> None:
+        self.sink = Sink()
+        self.clock = FakeClock()
+        self.server = UciServer(Output(self.sink), make_options(weights=weights), engine_factory=factory,
+                                clock=self.clock)
+        self.inbox: queue.Queue[str | None] = queue.Queue()
+        #: Each line once the reader thread has taken it in (and stamped it with the clock).
+        self.taken: queue.Queue[str] = queue.Queue()
+        self.thread = threading.Thread(target=serve, args=(self.server, self._lines()), kwargs={"grace": HANG},
+                                       daemon=True)
+        self.thread.start()
+
+    def _lines(self) -> Iterator[str]:
+        while True:
+            line = self.inbox.get()
+            if line is None:
+                return
+            yield line
+            self.taken.put(line)
+
+    def send(self, *lines: str) -> None:
+        for line in lines:
+            self.inbox.put(line)
+
+    def send_taken(self, line: str) -> None:
+        """Send ``line`` and return once the reader has stamped it."""
+        self.send(line)
+        while self.taken.get(timeout=HANG) != line:
+            pass
+
+    def read(self) -> str:
+        try:
+            return self.sink.lines.get(timeout=HANG)
+        except queue.Empty:
+            raise AssertionError("the server printed nothing more") from None
+
+    def until(self, prefix: str) -> list[str]:
+        """The lines up to and including the first that starts with ``prefix``."""
+        lines = [self.read()]
+        while not lines[-1].startswith(prefix):
+            lines.append(self.read())
+        return lines
+
+    def sync(self) -> list[str]:
+        """Everything printed before the answer to an ``isready`` (the loader must be idle)."""
+        self.send("isready")
+        return self.until("readyok")
+
+    def start(self) -> None:
+        """``uci`` and ``isready`` with the weights loading freely."""
+        self.send("uci")
+        assert self.until("uciok")[-1] == "uciok"
+        assert self.sync() == ["info string loaded fake good", "readyok"]
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.server.loader.poke()
+
+    def quit(self) -> None:
+        self.send("quit")
+        self.thread.join(HANG)
+        assert not self.thread.is_alive()
+
+    def nothing_more(self) -> None:
+        """After :meth:`quit`: no line was left unread."""
+        assert self.sink.lines.empty(), list(self.sink.lines.queue)
+
+
+def info(pv: str, nodes: int = 20, time_ms: int = 0, multipv: int = 1) -> str:
+    """The line the server prints for the fake engine's result."""
+    nps = round(nodes * 1000 / time_ms) if time_ms else 0
+    return f"info depth 1 seldepth 1 multipv {multipv} score cp 0 nodes {nodes} nps {nps} time {time_ms} pv {pv}"
+
+
+def unevaluated(reason: str, pv: str, time_ms: int = 0) -> list[str]:
+    """The lines of a move played without the network."""
+    return [f"info string no network available ({reason}); playing a legal move without evaluation",
+            f"info depth 1 seldepth 1 multipv 1 score cp 0 nodes 0 nps 0 time {time_ms} pv {pv}"]
+
+
+STILL_LOADING = "the weights are still loading"
+#: The move chosen without the network in the start position (the lowest action index).
+FALLBACK = "b1a3"
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine("good")
+
+
+@pytest.fixture
+def factory(engine: FakeEngine) -> Factory:
+    made = Factory()
+    made.add("good", engine)
+    return made
+
+
+@pytest.fixture
+def session(factory: Factory) -> Iterator[Session]:
+    made = Session(factory)
+    yield made
+    # Open every gate so that no thread is left waiting.
+    for gate in factory.gates.values():
+        gate.set()
+    for item in factory.items.values():
+        if isinstance(item, FakeEngine):
+            item.gate.set()
+    if made.thread.is_alive():
+        made.send("quit")
+        made.thread.join(HANG)
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def test_stop_during_load_plays_the_fallback_at_once(session: Session, factory: Factory, engine: FakeEngine) -> None:
+    load = factory.hold("good")
+    session.send("uci")
+    session.until("uciok")
+    assert factory.opened.get(timeout=HANG) == "good"
+    session.send("position startpos", "go infinite", "stop")
+    assert session.until("bestmove") == unevaluated(STILL_LOADING, FALLBACK) + [f"bestmove {FALLBACK}"]
+    load.set()
+    assert session.sync() == ["info string loaded fake good", "readyok"]
+    session.send("go movetime 1000")
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert engine.started.qsize() == 1
+
+
+def test_timed_go_during_load_answers_when_its_time_is_up(session: Session, factory: Factory) -> None:
+    load = factory.hold("good")
+    session.send("uci")
+    session.until("uciok")
+    assert factory.opened.get(timeout=HANG) == "good"
+    session.send_taken("position startpos")
+    session.send_taken("go movetime 100")
+    session.advance(0.1)
+    assert session.until("bestmove") == unevaluated(STILL_LOADING, FALLBACK, 100) + [f"bestmove {FALLBACK}"]
+    assert not session.server.loader.ready()  # answered without the weights, which are still loading
+    load.set()
+    assert session.sync() == ["info string loaded fake good", "readyok"]
+
+
+def test_go_counts_its_time_from_its_arrival(session: Session, factory: Factory, engine: FakeEngine) -> None:
+    # The go waits behind an isready that waits for the weights; its time runs meanwhile.
+    load = factory.hold("good")
+    session.send("uci")
+    session.until("uciok")
+    session.send_taken("isready")
+    arrived = session.clock.now
+    session.send_taken("go movetime 100")
+    session.advance(1.0)
+    load.set()
+    control = engine.started.get(timeout=HANG)
+    assert control.deadline == pytest.approx(arrived + time_budget(movetime=0.1, overhead=0.03))
+    assert session.until("bestmove") == ["info string loaded fake good", "readyok",
+                                         "info string go without a position: searching the start position",
+                                         info("a2a3", time_ms=1000), "bestmove a2a3"]
+
+
+def test_bad_weights_keep_the_previous_model(session: Session, factory: Factory, engine: FakeEngine) -> None:
+    factory.add("broken.safetensors", WeightsError("broken.safetensors: not a safetensors file"))
+    session.start()
+    session.send("setoption name WeightsFile value broken.safetensors")
+    assert session.sync() == ["info string error: cannot load the weights: broken.safetensors: not a safetensors "
+                              "file; still playing with fake good", "readyok"]
+    session.send("position startpos", "go movetime 1000")
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert engine.started.qsize() == 1
+
+
+def test_new_weights_replace_the_model_once_loaded(session: Session, factory: Factory, engine: FakeEngine) -> None:
+    other = FakeEngine("other")
+    factory.add("other", other)
+    session.start()
+    load = factory.hold("other")
+    session.send("setoption name WeightsFile value other")
+    assert factory.opened.get(timeout=HANG) == "good"
+    assert factory.opened.get(timeout=HANG) == "other"
+    # A timed go whose time runs out during the load plays the model it has.
+    session.send_taken("position startpos")
+    session.send_taken("go movetime 100")
+    session.advance(0.1)
+    control = engine.started.get(timeout=HANG)
+    assert control is not None and other.started.empty()
+    assert session.until("bestmove") == ["info string the new weights are still loading; searching with fake good",
+                                         info("a2a3", time_ms=100), "bestmove a2a3"]
+    load.set()
+    assert session.sync() == ["info string loaded fake other", "readyok"]
+    session.send("go movetime 100")
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert other.started.qsize() == 1
+
+
+# --------------------------------------------------------------------------
+# One search at a time
+# --------------------------------------------------------------------------
+
+
+def test_go_during_a_search_waits_for_its_bestmove(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.gate.clear()
+    session.send("position startpos", "go infinite")
+    first = engine.started.get(timeout=HANG)
+    session.send("go movetime 1000")
+    assert session.read() == "info string go while a search is running: the running search is stopped first"
+    assert first.stop.wait(HANG)
+    # The first search is still in its network call; the second has not started.
+    assert engine.started.empty()
+    engine.gate.set()
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert engine.started.qsize() == 1 and engine.most_running == 1
+    assert session.sync() == ["readyok"]
+
+
+def test_ucinewgame_during_a_search_waits_for_its_bestmove(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.gate.clear()
+    session.send("position startpos moves e2e4", "go wtime 60000 btime 60000")
+    first = engine.started.get(timeout=HANG)
+    session.send("ucinewgame", "go movetime 1000")
+    assert first.stop.wait(HANG)
+    assert engine.started.empty()  # the go after ucinewgame waits
+    engine.gate.set()
+    # The timed search is stopped and answers; the next go searches the start position.
+    assert session.until("bestmove") == [info("a7a5"), "bestmove a7a5"]
+    assert session.until("bestmove") == ["info string go without a position: searching the start position",
+                                         info("a2a3"), "bestmove a2a3"]
+    assert engine.most_running == 1
+
+
+def test_go_right_after_bestmove_finds_the_search_answered(session: Session, engine: FakeEngine) -> None:
+    seen: list[bool] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith("bestmove"):
+            # What a go sent as soon as this line is read would find.
+            seen.append(session.server.job.answered.is_set())
+
+    session.sink.on_line = on_line
+    session.start()
+    session.send("position startpos")
+    for _ in range(3):
+        session.send("go movetime 1000")
+        assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    assert seen == [True, True, True]
+
+
+def test_isready_during_a_search_is_answered_at_once(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.gate.clear()
+    session.send("position startpos", "go movetime 1000")
+    engine.started.get(timeout=HANG)
+    assert session.sync() == ["readyok"]
+    engine.gate.set()
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+
+
+def test_setoption_during_a_search_applies_to_the_next_one(session: Session, factory: Factory,
+                                                           engine: FakeEngine) -> None:
+    other = FakeEngine("other")
+    factory.add("other", other)
+    session.start()
+    engine.gate.clear()
+    session.send("position startpos", "go infinite")
+    engine.started.get(timeout=HANG)
+    session.send("setoption name MultiPV value 2", "setoption name WeightsFile value other")
+    assert session.sync() == ["info string loaded fake other", "readyok"]
+    session.send("stop")
+    engine.gate.set()
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+    session.send("go movetime 1000")
+    assert session.until("bestmove") == [info("a2a3"), info("a2a4", multipv=2), "bestmove a2a3"]
+    assert engine.started.empty() and other.started.qsize() == 1
+
+
+def test_quit_during_a_long_evaluation_prints_nothing_more(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.gate.clear()
+    session.send("position startpos", "go infinite")
+    control = engine.started.get(timeout=HANG)
+    session.send("go movetime 1000", "quit")
+    assert session.read() == "info string go while a search is running: the running search is stopped first"
+    assert control.stop.wait(HANG) and session.server.quitting.wait(HANG)
+    engine.gate.set()  # the network call ends; after quit, the search prints nothing
+    session.thread.join(HANG)
+    assert not session.thread.is_alive()
+    session.nothing_more()
+    assert engine.started.empty() and len(engine.draws) == 1  # the second go never searched
+
+
+# --------------------------------------------------------------------------
+# Pondering
+# --------------------------------------------------------------------------
+
+
+def test_ponderhit_during_the_search_uses_the_time_trouble_budget(session: Session, engine: FakeEngine) -> None:
+    engine.predicted = 0.15  # longer than the clock's share of 2 s, short enough for the time-trouble rule
+    with_rule = time_budget(time_left=2.0, overhead=0.03, needed=0.15)
+    assert with_rule != time_budget(time_left=2.0, overhead=0.03)  # the rule matters here
+    session.start()
+    engine.gate.clear()
+    session.send("setoption name Ponder value true", "position startpos", "go ponder wtime 2000 btime 2000")
+    control = engine.started.get(timeout=HANG)
+    assert control.deadline is None  # pondering: no limit yet
+    session.advance(5.0)
+    hit = session.clock.now
+    session.send("ponderhit")
+    assert session.sync() == ["readyok"]
+    assert control.deadline == pytest.approx(hit + with_rule)
+    engine.gate.set()
+    assert session.until("bestmove") == [info("a2a3 a7a5", time_ms=5000), "bestmove a2a3 ponder a7a5"]
+
+
+def test_ponderhit_after_the_search_ended(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    session.send("setoption name Ponder value true", "position startpos", "go ponder wtime 2000 btime 2000")
+    assert session.read() == info("a2a3 a7a5")  # the search has ended; the bestmove waits
+    assert session.sync() == ["readyok"]
+    session.send("ponderhit")
+    assert session.read() == "bestmove a2a3 ponder a7a5"
+    assert session.sync() == ["readyok"]
+
+
+def test_stop_ends_a_ponder_search(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    session.send("setoption name Ponder value true", "position startpos", "go ponder wtime 2000 btime 2000")
+    assert session.read() == info("a2a3 a7a5")
+    assert session.sync() == ["readyok"]
+    session.send("stop")
+    assert session.read() == "bestmove a2a3 ponder a7a5"
+    session.send("ponderhit", "stop")  # after the bestmove they do nothing
+    assert session.sync() == ["readyok"]
+
+
+def test_ponderhit_on_go_ponder_infinite_still_waits_for_stop(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.gate.clear()
+    session.send("setoption name Ponder value true", "position startpos", "go ponder infinite")
+    control = engine.started.get(timeout=HANG)
+    session.send("ponderhit")
+    assert session.sync() == ["readyok"]
+    assert control.deadline is None
+    engine.gate.set()
+    assert session.read() == info("a2a3 a7a5")
+    assert session.sync() == ["readyok"]
+    session.send("stop")
+    assert session.read() == "bestmove a2a3 ponder a7a5"
+
+
+def test_ponderhit_during_load_keeps_the_deadline(session: Session, factory: Factory) -> None:
+    load = factory.hold("good")
+    session.send("uci")
+    session.until("uciok")
+    assert factory.opened.get(timeout=HANG) == "good"
+    session.send("position startpos", "go ponder wtime 2000 btime 2000")
+    session.send_taken("ponderhit")
+    session.advance(1.0)  # far past the share of a 2 s clock
+    assert session.until("bestmove") == unevaluated(STILL_LOADING, FALLBACK, 1000) + [f"bestmove {FALLBACK}"]
+    load.set()
+    assert session.sync() == ["info string loaded fake good", "readyok"]
+
+
+# --------------------------------------------------------------------------
+# Seeds
+# --------------------------------------------------------------------------
+
+
+def seeded(seed: int, count: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.random() for _ in range(count)]
+
+
+def test_seed_zero_after_a_fixed_seed_draws_a_fresh_sequence(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    session.send("setoption name Seed value 5", "position startpos")
+    for _ in range(2):
+        session.send("go movetime 1000")
+        session.until("bestmove")
+    session.send("ucinewgame", "position startpos", "go movetime 1000")  # the sequence starts again
+    session.until("bestmove")
+    assert engine.draws == seeded(5, 2) + seeded(5, 1)
+    session.send("setoption name Seed value 0", "go movetime 1000")
+    session.until("bestmove")
+    assert engine.draws[3] not in seeded(5, 3)  # a fresh generator, not the seeded one continued
+
+
+def test_a_new_engine_is_seeded_even_at_the_same_address(session: Session, factory: Factory,
+                                                         engine: FakeEngine) -> None:
+    factory.add("again", engine)  # the new engine is the same object, as a reused id() would make it look
+    session.start()
+    session.send("setoption name Seed value 7", "position startpos", "go movetime 1000")
+    session.until("bestmove")
+    session.send("setoption name WeightsFile value again")
+    assert session.sync() == ["info string loaded fake good", "readyok"]
+    session.send("go movetime 1000")
+    session.until("bestmove")
+    assert engine.draws == seeded(7, 1) * 2  # each load starts the seeded sequence again
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+
+def test_upper_case_promotion_letters_are_accepted(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    session.send("position fen 4k3/1P6/8/8/8/8/8/4K3 w - - 0 1 moves b7b8Q e8d7", "d")
+    assert session.until("info string fen")[-1] == "info string fen 1Q6/3k4/8/8/8/8/8/4K3 w - - 1 2"
+    assert session.read().endswith("legal moves; white to move")
+    session.send("position fen 4k3/1P6/8/8/8/8/8/4K3 w - - 0 1", "go movetime 1000 searchmoves b7b8N")
+    assert session.until("bestmove") == [info("b7b8n", nodes=1), "bestmove b7b8n"]
