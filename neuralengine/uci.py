@@ -508,6 +508,12 @@ class SearchJob(threading.Thread):
         if not (params.ponder or params.infinite):
             self.release.set()
         self.pondering = params.ponder
+        #: Whether a ``ponderhit`` turned this ponder search into the real one.
+        self.hit = False
+        #: The search's info lines printed while it was still pondering. GUIs and
+        #: python-chess (so lichess-bot) drop what a ponder search prints before
+        #: ``ponderhit``, so these are printed again before the ``bestmove``.
+        self.pondered_report: list[str] = []
         #: The engine's :class:`~neuralengine.engine.SearchControl`, once its module is imported.
         self.control: Any = None
         #: Predicted seconds of a complete search, once the engine is known (the time-trouble rule).
@@ -526,6 +532,13 @@ class SearchJob(threading.Thread):
         """Print a line of this search, unless ``quit`` has come (then the GUI reads no more)."""
         if not self.server.quitting.is_set():
             self.server.out.send(line)
+
+    def _send_report(self, line: str) -> None:
+        """Print one of the search's info lines, remembering it when it comes during pondering."""
+        with self.lock:
+            if self.pondering:
+                self.pondered_report.append(line)
+        self._send(line)
 
     def _info(self, text: str) -> None:
         if not self.server.quitting.is_set():
@@ -561,6 +574,7 @@ class SearchJob(threading.Thread):
             if not self.pondering:
                 return
             self.pondering = False
+            self.hit = True
             self.clock_start = now
             self._set_deadline()
             if not self.params.infinite:
@@ -590,6 +604,9 @@ class SearchJob(threading.Thread):
         self.release.wait()
         if self.answered.is_set():
             return
+        if self.hit:
+            for info in self.pondered_report:
+                self._send(info)
         if move is None:
             line = "bestmove (none)"
         else:
@@ -705,8 +722,8 @@ class SearchJob(threading.Thread):
             assert result.bestmove is not None
             from neuralengine.engine import fallback_score
 
-            self._send(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(board, result.bestmove)} "
-                     f"nodes {result.nodes} nps {nps} time {time_ms} pv {board.uci(result.bestmove)}")
+            self._send_report(f"info depth 1 seldepth 1 multipv 1 score {fallback_score(board, result.bestmove)} "
+                              f"nodes {result.nodes} nps {nps} time {time_ms} pv {board.uci(result.bestmove)}")
             return
         show_wdl = bool(self.option("UCI_ShowWDL"))
         lines = result.ranked[:int(self.option("MultiPV"))]
@@ -719,8 +736,8 @@ class SearchJob(threading.Thread):
                 board.push(scored.move)
                 pv += " " + board.uci(result.ponder)
                 board.pop()
-            self._send(f"info depth 1 seldepth 1 multipv {rank} score {score} nodes {result.nodes} nps {nps} "
-                     f"time {time_ms} pv {pv}")
+            self._send_report(f"info depth 1 seldepth 1 multipv {rank} score {score} nodes {result.nodes} "
+                              f"nps {nps} time {time_ms} pv {pv}")
 
 
 # --------------------------------------------------------------------------

@@ -469,6 +469,9 @@ def test_ponderhit_after_the_search_ended(session: Session, engine: FakeEngine) 
     assert session.read() == info("a2a3 a7a5")  # the search has ended; the bestmove waits
     assert session.sync() == ["readyok"]
     session.send("ponderhit")
+    # python-chess (and so lichess-bot) drops what a ponder search printed
+    # before ponderhit: the score comes again, then the move.
+    assert session.read() == info("a2a3 a7a5")
     assert session.read() == "bestmove a2a3 ponder a7a5"
     assert session.sync() == ["readyok"]
 
