@@ -86,6 +86,11 @@ WARM_UP_ROWS = 6
 RULE_MATE = "mate"
 RULE_DRAW = "draw"
 
+#: The conversion rule: when the best move's win probability is at least
+#: this, every move at least this good counts as winning, and among them the
+#: engine prefers progress (see :func:`conversion_order`).
+CONVERT_THRESHOLD = 0.98
+
 
 # --------------------------------------------------------------------------
 # Scores for display
@@ -406,6 +411,45 @@ class DrawRules:
         return False
 
 
+def conversion_order(board: chess.Board, scored: list[MoveScore], rules: DrawRules) -> list[MoveScore]:
+    """Reorder the winning moves of a clearly won position by progress.
+
+    An action-value model rates almost every move of a won position near 1,
+    so its argmax is decided by differences of a hundredth of a percent, and
+    it shuffles pieces until a repetition or the fifty-move rule draws the
+    game (DeepMind's paper reports the same and broke such ties with
+    Stockfish). Without any search, the moves rated at least
+    :data:`CONVERT_THRESHOLD` are put in this order instead, one ply deep:
+
+    1. moves to a position not seen before in the game's current stretch;
+    2. captures and pawn moves (they reset the fifty-move count and change
+       the position for good), promotions to a queen first;
+    3. fewer legal replies for the opponent (the usual way to drive a lone
+       king to the edge and mate it);
+    4. the network's value.
+
+    The other moves follow in their own order. ``scored`` is sorted best first.
+    """
+    winning = [s for s in scored if s.rule is None and s.win_prob >= CONVERT_THRESHOLD]
+    if len(winning) < 2:
+        return scored
+    rest = [s for s in scored if not (s.rule is None and s.win_prob >= CONVERT_THRESHOLD)]
+
+    def key(s: MoveScore) -> tuple:
+        move = s.move
+        progress = board.is_capture(move) or board.piece_type_at(move.from_square) == chess.PAWN
+        queen = move.promotion == chess.QUEEN
+        board.push(move)
+        try:
+            seen = rules.seen[position_key(board)] > 0
+            replies = board.legal_moves.count()
+        finally:
+            board.pop()
+        return (seen, not queen, not progress, replies, -s.win_prob, s.action)
+
+    return sorted(winning, key=key) + rest
+
+
 def sample_softmax(values: Sequence[float], temperature: float, rng: random.Random) -> int:
     """Index drawn from ``softmax(values / temperature)``."""
     top = max(values)
@@ -428,19 +472,24 @@ class Engine:
     :param temperature_moves: apply the temperature only up to this full move
         number (0: always).
     :param mate_rule: always play a move that checkmates at once.
+    :param convert_rule: in a clearly won position, choose among the winning
+        moves by progress rather than by the network's tiny differences
+        (:func:`conversion_order`).
     :param seed: seed of the sampling RNG (``None``: from the system).
 
     One search runs at a time; the settings may be changed between searches.
     """
 
     def __init__(self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, temperature: float = 0.0,
-                 temperature_moves: int = 0, mate_rule: bool = True, seed: int | None = None) -> None:
+                 temperature_moves: int = 0, mate_rule: bool = True, convert_rule: bool = True,
+                 seed: int | None = None) -> None:
         self.backend = backend
         self.kind = backend.config.kind
         self.batch_size = batch_size
         self.temperature = temperature
         self.temperature_moves = temperature_moves
         self.mate_rule = mate_rule
+        self.convert_rule = convert_rule
         self.rng = random.Random(seed)
         self.latency = LatencyModel()
 
@@ -631,6 +680,7 @@ class Engine:
         terminal: dict[int, str] = {i: RULE_MATE for i in mates}
         model: dict[int, float] = {}
         complete = False
+        rules: DrawRules | None = None
         network = self.evaluation_seconds(len(moves))
         if self._fits(control, None if network is None else network + RULE_SECONDS_PER_MOVE * len(moves)):
             rules = DrawRules(board)
@@ -668,6 +718,9 @@ class Engine:
 
         # Best first; ties keep the lower action index (moves are in action order).
         scored.sort(key=lambda s: (s.rule != RULE_MATE, -s.win_prob, s.action))
+        if (self.convert_rule and rules is not None and scored[0].rule is None
+                and scored[0].win_prob >= CONVERT_THRESHOLD):
+            scored = conversion_order(board, scored, rules)
         temperature = self.effective_temperature(board)
         chosen = 0
         if temperature > 0 and scored[0].rule != RULE_MATE:

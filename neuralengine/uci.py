@@ -156,6 +156,7 @@ def make_options(weights: str | None = None, backend: str = "auto", threads: int
         Option("TemperatureMoves", "spin", 0, 0, 10000),
         Option("Seed", "spin", 0, 0, 2**31 - 1),
         Option("MateRule", "check", True),
+        Option("ConvertRule", "check", True),
         Option("Ponder", "check", False),
         Option("UCI_ShowWDL", "check", False),
         Option("UCI_Chess960", "check", False),
@@ -810,6 +811,7 @@ class UciServer:
         engine.temperature = float(options["temperature"])
         engine.temperature_moves = int(options["temperaturemoves"])
         engine.mate_rule = bool(options["materule"])
+        engine.convert_rule = bool(options["convertrule"])
         seed = int(options["seed"])
         if (generation, seed) != self.seed_applied:
             import random

@@ -719,3 +719,52 @@ def test_long_history_is_read_once_and_at_most_98_plies() -> None:
     # A third Nf3 repeats the position after the first two: a threefold repetition.
     by_move = {s.move.uci(): s for s in result.ranked}
     assert by_move["g1f3"].rule == "draw" and by_move["b1c3"].rule is None
+
+
+# --------------------------------------------------------------------------
+# The conversion rule
+# --------------------------------------------------------------------------
+
+
+def test_won_positions_are_converted_by_progress_not_by_noise():
+    """Every move rated a near-certain win: the network's tiny differences
+    (here: favouring a queen shuffle) give way to progress."""
+    shuffle = {MOVE_TO_ACTION["d1d2"]}
+
+    def values(action: int) -> float:
+        return 0.995 if action in shuffle else 0.99
+
+    engine = Engine(ScriptedBackend(values), seed=1)
+    # White: king, queen and a pawn against a lone king; the queen shuffle d1d2 is the network's favourite.
+    board = chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")
+    assert engine.search(board).bestmove.uci() in ("a2a3", "a2a4")  # a pawn move: progress
+    off = Engine(ScriptedBackend(values), convert_rule=False, seed=1)
+    assert off.search(board).bestmove.uci() == "d1d2"
+    # Without a pawn to push, the move that leaves the lone king the fewest replies wins the tie.
+    board = chess.Board("7k/8/8/8/8/8/8/3QK3 w - - 0 1")
+    best = engine.search(board).bestmove
+    counts = {}
+    for move in board.legal_moves:
+        board.push(move)
+        if not board.is_stalemate():
+            counts[move] = board.legal_moves.count()
+        board.pop()
+    assert best in counts and counts[best] == min(counts.values())
+    # A position already seen in the game is avoided even when it restricts the king more.
+    board = chess.Board("7k/8/8/8/8/8/8/3QK3 w - - 0 1")
+    board.push(best)
+    back = chess.Move(best.to_square, best.from_square)
+    for reply in list(board.legal_moves):  # a black king move that white's way back lets it undo
+        board.push(reply)
+        board.push(back)
+        undo = chess.Move(reply.to_square, reply.from_square)
+        if board.is_legal(undo):
+            board.push(undo)
+            break
+        board.pop()
+        board.pop()
+    assert len(board.move_stack) == 4 and board.board_fen() == "7k/8/8/8/8/8/8/3QK3"
+    assert engine.search(board).bestmove != best
+    # Below the threshold nothing changes: the network's choice stands.
+    low = Engine(ScriptedBackend(lambda a: 0.9 if a in shuffle else 0.6), seed=1)
+    assert low.search(chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")).bestmove.uci() == "d1d2"

@@ -111,7 +111,7 @@ def test_uci_lists_every_option(engine_command: list[str], tmp_path: Path) -> No
         assert lines[0].startswith("id name neuralengine") and lines[1].startswith("id author")
         options = {line.split(" type ")[0][len("option name "):]: line for line in lines if line.startswith("option")}
         for name in ("WeightsFile", "Backend", "Threads", "BatchSize", "MultiPV", "UCI_ShowWDL", "UCI_Chess960",
-                     "Temperature", "Move Overhead", "Ponder", "MateRule"):
+                     "Temperature", "Move Overhead", "Ponder", "MateRule", "ConvertRule"):
             assert name in options
         assert "var auto var onnx var torch-cpu var torch-cuda" in options["Backend"]
         assert "type check" in options["UCI_ShowWDL"] and "type spin" in options["Move Overhead"]
