@@ -72,8 +72,12 @@ FINISH_RESERVE = 0.002
 #: Seconds a search needs before its network call whatever the position:
 #: starting the search thread, listing the moves, looking for mates.
 SETUP_SECONDS = 0.003
-#: Seconds per candidate move for the draw rules, worked out before the call.
-RULE_SECONDS_PER_MOVE = 0.0001
+#: A ``movetime`` whose share after ``Move Overhead`` is too short for one
+#: search still gets that search when it takes at most this share of it.
+MOVETIME_TROUBLE_SHARE = 0.9
+#: Seconds per candidate move for the draw rules, worked out before the call
+#: (measured: about 8 µs per move with python-chess; this keeps a margin).
+RULE_SECONDS_PER_MOVE = 0.00003
 
 #: Half-moves without a capture or pawn move after which either side may
 #: claim a draw (the fifty-move rule); at 150 the game is drawn (75-move rule).
@@ -872,7 +876,10 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
     """Seconds the engine may think about a move, or ``None`` for no limit.
 
     All arguments are in seconds. With ``movetime`` the budget is
-    ``movetime - overhead`` (but at least half of ``movetime``). With a clock,
+    ``movetime - overhead`` (but at least half of ``movetime``); when that is
+    shorter than ``needed`` but ``needed`` is at most
+    :data:`MOVETIME_TROUBLE_SHARE` of ``movetime``, the budget is ``needed``,
+    so a short ``movetime`` that holds one search gets one. With a clock,
     the share is ``time_left / movestogo + 3/4 increment``, at most half the
     clock, and the budget is that share minus ``overhead``. ``needed`` is the
     predicted time of one complete search (:meth:`Engine.predicted_seconds`).
@@ -890,7 +897,11 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
     budgets: list[float] = []
     if movetime is not None:
         movetime = max(movetime, 0.0)
-        budgets.append(movetime - min(overhead, movetime / 2))
+        fixed = movetime - min(overhead, movetime / 2)
+        if needed is not None and fixed < max(needed, 0.0) <= MOVETIME_TROUBLE_SHARE * movetime:
+            # A short movetime that still holds one search with a margin: take it.
+            fixed = max(needed, 0.0)
+        budgets.append(fixed)
     if time_left is not None:
         time_left = max(time_left, 0.0)
         mtg = movestogo if movestogo and movestogo > 0 else DEFAULT_MOVES_TO_GO
