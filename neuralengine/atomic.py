@@ -28,7 +28,8 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """A fresh temporary path in the target's folder, renamed onto ``target`` on success.
+    """A fresh temporary path in the target's folder, flushed to disk and
+    renamed onto ``target`` on success.
 
     The temporary name is unique (:func:`tempfile.mkstemp`), so concurrent
     writers never share it. If the block raises, the temporary file is
@@ -43,6 +44,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash never leaves a torn file
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -272,15 +272,6 @@ def _state_tensors(model: Transformer, ema: dict[str, torch.Tensor], opt: torch.
 CHECKPOINT = "checkpoint.safetensors"
 
 
-def _replace_atomically(target: Path, write: Any) -> None:
-    """Write through ``write(tmp_path)`` to a unique temporary file beside
-    ``target``, flush it to disk, then rename it over ``target``."""
-    with atomic_path(target) as tmp:
-        write(str(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-
-
 def save_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
                     info: dict[str, Any]) -> None:
     """One atomic checkpoint: a kill at any moment leaves either the previous
@@ -289,8 +280,10 @@ def save_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     tensors = _state_tensors(model, ema, opt)
-    _replace_atomically(run / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata={"info": json.dumps(info)}))
-    _replace_atomically(run / "checkpoint.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    with atomic_path(run / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
+    with atomic_path(run / "checkpoint.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -305,11 +298,15 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     return json.loads((path.parent / "checkpoint.json").read_text())
 
 
-def load_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(run: Path, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+                    tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Restore model, EMA and optimiser state from a run folder or checkpoint
+    file (``tensors``: its contents, when already read); returns its record."""
     from safetensors.torch import load_file
 
     path = run / CHECKPOINT if run.is_dir() else run
-    tensors = load_file(str(path))
+    if tensors is None:
+        tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     for k in ema:
         ema[k].copy_(tensors[f"ema/{k}"])
@@ -378,7 +375,7 @@ def init_from(path: str, model: Transformer, ema: dict[str, torch.Tensor], opt: 
     model.load_state_dict({**own, **copied})
     complete = not fresh and len(copied) == len(weights)
     if is_checkpoint and complete:
-        load_checkpoint(source, model, ema, opt)
+        load_checkpoint(source, model, ema, opt, tensors)
         return f"initialised from checkpoint {source} (model, EMA and optimiser state)"
     for k in ema:
         ema[k].copy_(model.state_dict()[k].float())
@@ -392,13 +389,10 @@ def _rewrite_metrics(path: Path, fields: list[str], up_to: int) -> None:
     rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
     keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= up_to]
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(keep)
-
-    _replace_atomically(path, write)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(keep)
 
 
 def split_shard_paths(data: list[str], test_data: list[str] | None) -> tuple[list[str], list[str]]:

@@ -174,22 +174,18 @@ def puzzle_position_keys(paths: Sequence[str | os.PathLike[str]]) -> set[str]:
     """De-duplication keys of every position of Lichess puzzle CSV files: the
     puzzle's FEN and the position after each move of its line. Training data
     must never contain them, since puzzles are how models are compared."""
-    import csv
-
     import chess
+
+    from neuralengine.benchmarks.puzzles import read_puzzles
 
     keys: set[str] = set()
     for path in paths:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    board = chess.Board(row["FEN"])
-                    keys.add(position_key(board.fen()))
-                    for uci in row["Moves"].split():
-                        board.push_uci(uci)
-                        keys.add(position_key(board.fen()))
-                except (KeyError, ValueError, AttributeError):
-                    continue
+        for puzzle in read_puzzles(path)[0]:  # rows that do not parse are not positions
+            board = chess.Board(puzzle.fen)
+            keys.add(position_key(board.fen()))
+            for uci in puzzle.moves:
+                board.push_uci(uci)
+                keys.add(position_key(board.fen()))
     return keys
 
 
