@@ -80,6 +80,15 @@ def tokenize(fen: str) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
+def square_token_index(square: int) -> int:
+    """Where ``square`` sits in the 77 FEN tokens (the side to move comes first,
+    then the placement from a8 to h1, rank by rank)."""
+    if not 0 <= square < 64:
+        raise ValueError(f"square {square} is outside the board")
+    rank, file = divmod(square, 8)
+    return 1 + (7 - rank) * 8 + file
+
+
 def tokenize_board(board: chess.Board) -> np.ndarray:
     """Tokenize ``board.fen()``, clamping move counters to three digits.
 

@@ -8,13 +8,20 @@ cloning).
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
+import chess
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neuralengine.config import ACTION_VALUE, BOARD_HEAD, SHARED_BOARD, ModelConfig
-from neuralengine.encoding import ACTIONS
+from neuralengine.encoding import ACTIONS, square_token_index
+
+
+#: ``hook(layer, board, moves)`` of :meth:`Transformer.forward`: may return a
+#: replacement ``(board, moves)`` pair, or ``None``.
+LayerHook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], Optional[tuple]]
 
 
 class Attention(nn.Module):
@@ -96,11 +103,10 @@ def action_square_tokens() -> tuple[list[int], list[int], list[int]]:
     """For every action: the board-sequence index (BOS = 0) of its from-square
     and to-square tokens, and its promotion class.
 
-    The sequence is BOS, the side to move, then the 64 squares in FEN order
-    (a8, b8, ..., h1), so square ``f r`` sits at ``2 + 8 * (8 - r) + f``.
+    The sequence is BOS, then the 77 FEN tokens (:func:`square_token_index`).
     """
     def token(name: str) -> int:
-        return 2 + 8 * (8 - int(name[1])) + "abcdefgh".index(name[0])
+        return 1 + square_token_index(chess.parse_square(name))
 
     src = [token(m[:2]) for m in ACTIONS]
     dst = [token(m[2:4]) for m in ACTIONS]
@@ -187,38 +193,57 @@ class Transformer(nn.Module):
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.head(self.ln_f(x)), dim=-1)
 
-    def forward(self, board_tokens: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, board_tokens: torch.Tensor, actions: torch.Tensor | None = None,
+                hook: LayerHook | None = None) -> torch.Tensor:
         """Log-probabilities of the output classes.
 
         Action-value: ``board_tokens`` [B, 77] and ``actions`` [B, N] give
         [B, N, K]. State-value and behavioural cloning: [B, 77] gives [B, K].
+
+        ``hook(layer, board, moves)``, if given, is called after the embedding
+        (layer 0) and after each block with the residual stream: ``board`` is
+        [B, 78, D] ([B, N, 78, D] for full attention, one copy per move) and
+        ``moves`` the move tokens [B, N, D] (``None`` where there are none). It
+        may return a replacement ``(board, moves)`` pair; ``None`` keeps them.
+        The probes (:mod:`neuralengine.research`) read and edit the states
+        through it.
         """
+        def tap(layer: int, board: torch.Tensor, moves: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            edited = None if hook is None else hook(layer, board, moves)
+            return (board, moves) if edited is None else edited
+
         board_tokens = board_tokens.long()
         seq = self._board_sequence(board_tokens)
-        if self.cfg.kind != ACTION_VALUE:
-            x = self._embed(seq)
-            for block in self.blocks:
-                x = block(x)
-            return self._head(x[:, -1])
+        if self.cfg.kind != ACTION_VALUE or self.cfg.attention == BOARD_HEAD:
+            if self.cfg.kind == ACTION_VALUE and actions is None:
+                raise ValueError("an action-value model needs actions")
+            x, _ = tap(0, self._embed(seq), None)
+            for i, block in enumerate(self.blocks, start=1):
+                x, _ = tap(i, block(x), None)
+            if self.cfg.kind != ACTION_VALUE:
+                return self._head(x[:, -1])
+            hidden = self.move_head(self.ln_f(x), actions.long())
+            return F.log_softmax(self.head(hidden), dim=-1)
         if actions is None:
             raise ValueError("an action-value model needs actions")
         actions = actions.long()
         batch, n = actions.shape
-        if self.cfg.attention == BOARD_HEAD:
-            x = self._embed(seq)
-            for block in self.blocks:
-                x = block(x)
-            hidden = self.move_head(self.ln_f(x), actions)
-            return F.log_softmax(self.head(hidden), dim=-1)
         if self.cfg.attention == SHARED_BOARD:
             board = self._embed(seq)
             moves = self._embed(actions, offset=seq.shape[-1]).reshape(batch, n, -1)
-            for block in self.blocks:
-                board, moves = block.forward_shared(board, moves)
+            board, moves = tap(0, board, moves)
+            for i, block in enumerate(self.blocks, start=1):
+                board, moves = tap(i, *block.forward_shared(board, moves))
             return self._head(moves)
         # Full attention: one 79-token sequence per (position, move).
-        full = torch.cat([seq.unsqueeze(1).expand(batch, n, seq.shape[-1]), actions.unsqueeze(-1)], dim=-1)
+        t = seq.shape[-1]
+        full = torch.cat([seq.unsqueeze(1).expand(batch, n, t), actions.unsqueeze(-1)], dim=-1)
         x = self._embed(full.reshape(batch * n, -1))
-        for block in self.blocks:
-            x = block(x)
+        for i in range(len(self.blocks) + 1):
+            if i:
+                x = self.blocks[i - 1](x)
+            if hook is not None:  # the hook sees the board and move tokens apart
+                d = x.shape[-1]
+                board, moves = tap(i, x[:, :t].reshape(batch, n, t, d), x[:, t].reshape(batch, n, d))
+                x = torch.cat([board.reshape(batch * n, t, d), moves.reshape(batch * n, 1, d)], dim=1)
         return self._head(x[:, -1]).reshape(batch, n, -1)

@@ -1,11 +1,10 @@
 """Walk the transformer layer by layer to read, or edit, its residual stream.
 
-The model's ``forward`` returns only the head's output. :func:`run_layers`
-repeats that computation with the model's own embedding, blocks and head, and
-calls a hook on the residual stream after the embedding (layer 0) and after
-every block (layers 1..L). The hook may return edited tensors, which the next
-block then reads. :func:`check_walk` confirms on real inputs that the walk
-gives what ``model.forward`` gives, so a layout this module does not know
+:func:`run_layers` runs the model's own ``forward`` with its layer hook, which
+is called on the residual stream after the embedding (layer 0) and after every
+block (layers 1..L). The hook may return edited tensors, which the next block
+then reads. :func:`check_walk` confirms on real inputs that a hooked run gives
+what a plain one gives, so a model whose ``forward`` does not honour the hook
 fails loudly instead of probing the wrong computation.
 
 Streams handed to the hook, for ``B`` positions with ``N`` moves each:
@@ -22,23 +21,15 @@ Streams handed to the hook, for ``B`` positions with ``N`` moves each:
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import torch
 
-from neuralengine.config import ACTION_VALUE, FULL, SHARED_BOARD
+from neuralengine.config import ACTION_VALUE, BOARD_HEAD
+from neuralengine.model import LayerHook as Hook
 from neuralengine.research.features import square_token_index
-
-#: Board tokens the model reads: BOS + the 77 FEN tokens.
-BOARD_TOKENS = 78
-#: The layout without a move token, whose move head reads the final board states.
-BOARD_HEAD = "board_head"
-
-Hook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], Optional[tuple]]
 
 
 class WalkError(RuntimeError):
-    """A model whose computation this module cannot reproduce."""
+    """A model whose layers this module cannot read."""
 
 
 def board_position(square: int) -> int:
@@ -58,54 +49,17 @@ def readout_site(cfg) -> str:
 def run_layers(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None = None,
                hook: Hook | None = None) -> torch.Tensor:
     """The model's log-probabilities, calling ``hook(layer, board, moves)`` after
-    the embedding and each block; see the module docstring for the shapes.
+    the embedding and each block (:meth:`Transformer.forward`'s ``hook``).
 
     ``boards`` [B, 77]; ``actions`` [B, N] for action-value models. Returns
     [B, N, K] for action value, [B, K] otherwise, like ``model.forward``.
     """
-    cfg = model.cfg
-    seq = model._board_sequence(boards.long())
-
-    def call(layer: int, board: torch.Tensor, moves: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if hook is not None:
-            edited = hook(layer, board, moves)
-            if edited is not None:
-                return edited
-        return board, moves
-
-    if cfg.kind != ACTION_VALUE:
-        x, _ = call(0, model._embed(seq), None)
-        for i, block in enumerate(model.blocks, start=1):
-            x, _ = call(i, block(x), None)
-        return model._head(x[:, -1])
-    if actions is None:
-        raise ValueError("an action-value model needs actions")
-    actions = actions.long()
-    batch, n = actions.shape
-    if cfg.attention == BOARD_HEAD:
-        x, _ = call(0, model._embed(seq), None)
-        for i, block in enumerate(model.blocks, start=1):
-            x, _ = call(i, block(x), None)
-        return torch.log_softmax(model.head(model.move_head(model.ln_f(x), actions)), dim=-1)
-    if cfg.attention == SHARED_BOARD:
-        board = model._embed(seq)
-        moves = model._embed(actions, offset=BOARD_TOKENS).reshape(batch, n, -1)
-        board, moves = call(0, board, moves)
-        for i, block in enumerate(model.blocks, start=1):
-            board, moves = call(i, *block.forward_shared(board, moves))
-        return model._head(moves)
-    if cfg.attention == FULL:
-        full = torch.cat([seq.unsqueeze(1).expand(batch, n, BOARD_TOKENS), actions.unsqueeze(-1)], dim=-1)
-        x = model._embed(full.reshape(batch * n, -1))
-        for i in range(len(model.blocks) + 1):
-            if i:
-                x = model.blocks[i - 1](x)
-            d = x.shape[-1]
-            board, moves = call(i, x[:, :BOARD_TOKENS].reshape(batch, n, BOARD_TOKENS, d),
-                                x[:, BOARD_TOKENS].reshape(batch, n, d))
-            x = torch.cat([board.reshape(batch * n, BOARD_TOKENS, d), moves.reshape(batch * n, 1, d)], dim=1)
-        return model._head(x[:, -1]).reshape(batch, n, -1)
-    raise WalkError(f"attention layout {cfg.attention!r} is not supported by the probes")
+    try:
+        if model.cfg.kind == ACTION_VALUE:
+            return model(boards, actions, hook=hook)
+        return model(boards, hook=hook)
+    except TypeError as exc:  # a forward without the layer hook
+        raise WalkError(f"this model's forward takes no layer hook: {exc}") from None
 
 
 def check_walk(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None = None,

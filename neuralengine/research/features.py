@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import chess
 import numpy as np
 
-from neuralengine.encoding import SEQUENCE_LENGTH, VOCAB
+from neuralengine.encoding import SEQUENCE_LENGTH, VOCAB, square_token_index
 
 #: Classes of the three-way square feature.
 EMPTY, MINE, THEIRS = 0, 1, 2
@@ -26,15 +26,6 @@ PIECE13_CLASSES = ("empty",) + tuple(f"my {chess.piece_name(t)}" for t in chess.
 MATERIAL = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
 #: Values for comparing a capturer with its victim (a king never wants to be traded).
 _EXCHANGE = {**MATERIAL, chess.KING: 1000}
-
-
-def square_token_index(square: int) -> int:
-    """Where ``square`` sits in the 77 FEN tokens (the side to move comes first,
-    then the placement from a8 to h1, rank by rank)."""
-    if not 0 <= square < 64:
-        raise ValueError(f"square {square} is outside the board")
-    rank, file = divmod(square, 8)
-    return 1 + (7 - rank) * 8 + file
 
 
 def fen_from_tokens(tokens: np.ndarray) -> str:

@@ -186,7 +186,7 @@ def split_by_game(samples: Sequence[Sample], test_fraction: float, seed: int) ->
 
 def choose_move(sample: Sample, rule: str, rng: random.Random) -> chess.Move:
     """The candidate move shown to an action-value model: random, or the data's best."""
-    legal = sorted(sample.board.legal_moves, key=lambda m: MOVE_TO_ACTION[m.uci()])
+    legal, _ = legal_actions(sample.board)
     if rule == "best" and sample.scores:
         scored = [m for m in legal if m.uci() in sample.scores]
         if scored:
