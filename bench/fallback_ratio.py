@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -34,6 +32,10 @@ from dataclasses import asdict, dataclass, field
 
 import chess
 import chess.engine
+
+from neuralengine.benchmarks.match import our_engine_command
+from neuralengine.benchmarks.runner import TimeControl
+from neuralengine.paths import find_stockfish
 
 
 @dataclass
@@ -54,19 +56,9 @@ class Tally:
         return getattr(self, what) / self.moves if self.moves else 0.0
 
 
-def parse_tc(text: str) -> tuple[float, float]:
-    base, _, inc = text.partition("+")
-    return float(base), float(inc or 0.0)
-
-
-def engine_command() -> list[str]:
-    exe = shutil.which("neuralengine", path=os.path.dirname(sys.executable)) or shutil.which("neuralengine")
-    return [exe] if exe else [sys.executable, "-m", "neuralengine"]
-
-
-def play_game(ours: chess.engine.SimpleEngine, theirs: chess.engine.SimpleEngine, tc: tuple[float, float],
+def play_game(ours: chess.engine.SimpleEngine, theirs: chess.engine.SimpleEngine, tc: TimeControl,
               ours_white: bool, tally: Tally, max_plies: int) -> None:
-    base, inc = tc
+    base, inc = tc.base, tc.increment
     board = chess.Board()
     clocks = {chess.WHITE: base, chess.BLACK: base}
     our_color = chess.WHITE if ours_white else chess.BLACK
@@ -79,18 +71,20 @@ def play_game(ours: chess.engine.SimpleEngine, theirs: chess.engine.SimpleEngine
         legal = board.legal_moves.count()
         start = time.monotonic()
         played = engine.play(board, limit, info=chess.engine.INFO_BASIC)
-        clocks[mover] -= time.monotonic() - start
+        elapsed = time.monotonic() - start
+        clock_before = clocks[mover]
+        clocks[mover] -= elapsed
         if mover == our_color:
             nodes = int(played.info.get("nodes", 0))
             tally.moves += 1
-            tally.think_ms.append(1000 * (time.monotonic() - start))
+            tally.think_ms.append(1000 * elapsed)
             if nodes >= legal:
                 tally.network += 1
             else:
                 tally.partial += nodes > 0
                 tally.fallback += nodes == 0
                 if first_bad is None:
-                    first_bad = int(1000 * (clocks[mover] + time.monotonic() - start))
+                    first_bad = int(1000 * clock_before)
         if clocks[mover] < 0:
             tally.time_losses += mover == our_color
             break
@@ -109,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tc", action="append", help="time control base+inc in seconds (repeatable)")
     parser.add_argument("--games", type=int, default=4, help="games per time control (colours alternate)")
     parser.add_argument("--max-plies", type=int, default=200)
-    parser.add_argument("--stockfish", default=shutil.which("stockfish") or "/usr/games/stockfish")
+    parser.add_argument("--stockfish", default=find_stockfish() or "stockfish")
     parser.add_argument("--stockfish-skill", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     tcs = args.tc or ["1+0", "0.5+0"]
-    ours = chess.engine.SimpleEngine.popen_uci(engine_command())
+    ours = chess.engine.SimpleEngine.popen_uci(our_engine_command())
     theirs = chess.engine.SimpleEngine.popen_uci(args.stockfish)
     try:
         if args.weights:
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for tc in tcs:
             tally = Tally(tc)
             for game in range(args.games):
-                play_game(ours, theirs, parse_tc(tc), game % 2 == 0, tally, args.max_plies)
+                play_game(ours, theirs, TimeControl.parse(tc), game % 2 == 0, tally, args.max_plies)
             tallies.append(tally)
     finally:
         ours.quit()

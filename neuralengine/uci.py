@@ -48,6 +48,9 @@ ENGINE_AUTHOR = "the neuralengine authors"
 #: Backend names (the same as :data:`neuralengine.backends.BACKENDS`, written
 #: out here so that ``uci`` needs no NumPy import).
 BACKEND_CHOICES = ("auto", "onnx", "torch-cpu", "torch-cuda")
+#: The start of the ``info string`` of a move played without the network
+#: (``neuralengine puzzles`` looks for it to fail a run whose model did not load).
+NO_NETWORK = "no network available"
 
 #: Longest input line handled; longer lines are skipped with a message.
 MAX_LINE_BYTES = 1 << 20
@@ -681,7 +684,7 @@ class SearchJob(threading.Thread):
 
     def _unevaluated(self, reason: str, move: chess.Move, score: str) -> None:
         """Play ``move``, chosen without the network, and say why."""
-        self._info(f"no network available ({reason}); playing a legal move without evaluation")
+        self._info(f"{NO_NETWORK} ({reason}); playing a legal move without evaluation")
         self._send(f"info depth 1 seldepth 1 multipv 1 score {score} nodes 0 nps 0 "
                              f"time {int(self._elapsed() * 1000)} pv {self.board.uci(move)}")
         self._finish(move, None)

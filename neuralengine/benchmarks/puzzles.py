@@ -33,6 +33,7 @@ import chess
 
 from neuralengine.benchmarks.elo import jsonable, z_value
 from neuralengine.benchmarks.machine import run_record
+from neuralengine.uci import NO_NETWORK
 
 #: A move source: the engine's move in a position (the board carries the puzzle's history).
 MoveSource = Callable[[chess.Board], chess.Move | None]
@@ -48,8 +49,6 @@ class EngineWithoutModel(RuntimeError):
     """The engine answers, but with moves chosen without its network (its weights did not load)."""
 
 
-#: What neuralengine's UCI front end says when it plays a move without its network.
-NO_NETWORK = "no network available"
 
 
 @dataclass

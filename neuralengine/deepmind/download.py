@@ -9,8 +9,8 @@ NAME is one of :data:`neuralengine.paths.DEEPMIND_MODELS`. The archive
 or DeepMind's bucket) is downloaded into ``<cache>/deepmind/downloads/`` as
 ``NAME.zip.part`` and renamed to ``NAME.zip`` only once complete; a broken
 connection leaves the ``.part`` file, and the next run resumes it with an
-HTTP range request. The archive is then checked (zip CRCs and the
-``NAME/<step>/params`` layout), unpacked into ``<cache>/deepmind/checkpoints/``
+HTTP range request. The archive is then checked (its zip directory and the
+``NAME/<step>/params`` layout), unpacked (which checks every member's CRC) into ``<cache>/deepmind/checkpoints/``
 and converted into ``<cache>/deepmind/models/NAME.safetensors`` (with its ONNX
 graph); the archive and the unpacked checkpoint are deleted afterwards unless
 ``--keep-archive`` / ``--keep-checkpoint``. ``WeightsFile`` and ``--weights``
@@ -220,21 +220,19 @@ def _reason(exc: BaseException) -> str:
 def check_archive(path: Path, name: str) -> list[int]:
     """Check a downloaded archive; returns the steps it holds.
 
-    Every member's CRC must match, every member must lie under ``name/``
+    Its zip directory must be readable, every member must lie under ``name/``
     (no absolute paths, no ``..``), and at least one ``name/<step>/params/``
-    folder must be there.
+    folder must be there. The members' CRCs are checked while :func:`unpack`
+    reads them, so the archive is decompressed once.
     """
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
-            bad = archive.testzip()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
         raise DownloadError(f"{path.name} is not a valid zip archive ({exc}); it was removed, download it again") \
             from None
     except OSError as exc:
         raise DownloadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if bad is not None:
-        raise DownloadError(f"{path.name} is corrupt ({bad} fails its CRC check); it was removed, download it again")
     steps = set()
     for member in members:
         parts = member.replace("\\", "/").split("/")
@@ -255,8 +253,12 @@ def unpack(path: Path, name: str, dest: Path) -> Path:
     except OSError as exc:
         raise _disk_error(exc, dest) from None
     try:
-        with zipfile.ZipFile(path) as archive:
-            archive.extractall(staging)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(staging)  # checks every member's CRC as it reads it
+        except (zipfile.BadZipFile, EOFError) as exc:
+            raise DownloadError(f"{path.name} is corrupt ({exc}: fails its CRC check); it was removed, "
+                                "download it again") from None
         final = dest / name
         if final.exists():
             shutil.rmtree(final)
@@ -306,16 +308,15 @@ def download(name: str, *, base_url: str | None = None, force: bool = False, kee
         fetch(url, archive, progress=progress, label=f"{name}.zip", report=report)
     try:
         steps = check_archive(archive, name)
+        report(f"{archive.name}: archive layout checked (step{'s' if len(steps) > 1 else ''} "
+               f"{', '.join(map(str, steps))}); unpacking")
+        folder = unpack(archive, name, checkpoints_dir())
     except DownloadError:
         archive.unlink(missing_ok=True)
         raise
-    report(f"{archive.name}: archive checked (step{'s' if len(steps) > 1 else ''} "
-           f"{', '.join(map(str, steps))}); unpacking")
-    folder = unpack(archive, name, checkpoints_dir())
     try:
         convert_location(locate(folder), target, onnx=onnx, report=report, progress=progress)
-    except BaseException as exc:
-        _remove_outputs(target)
+    except BaseException as exc:  # the weights are written atomically: nothing half-written to remove
         shutil.rmtree(folder, ignore_errors=True)
         if isinstance(exc, OSError):
             raise _disk_error(exc, target) from None
@@ -325,12 +326,6 @@ def download(name: str, *, base_url: str | None = None, force: bool = False, kee
     if not keep_archive:
         archive.unlink(missing_ok=True)
     return target
-
-
-def _remove_outputs(target: Path) -> None:
-    for path in (target, target.with_suffix(".onnx")):
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
