@@ -203,3 +203,22 @@ def win_prob_to_cp(p: float) -> int:
     """Inverse of :func:`cp_to_win_prob`, rounded to whole centipawns."""
     p = min(max(float(p), 1e-9), 1.0 - 1e-9)
     return int(round(math.log(p / (1.0 - p)) / CP_SLOPE))
+
+
+#: Promotion piece of an action: 0 none, then q, r, b, n.
+_PROMOTIONS = "qrbn"
+
+
+def action_square_tokens() -> tuple[list[int], list[int], list[int]]:
+    """For every action: the board-sequence index (BOS = 0) of its from-square
+    and to-square tokens, and its promotion class.
+
+    The sequence is BOS, then the 77 FEN tokens (:func:`square_token_index`).
+    """
+    def token(name: str) -> int:
+        return 1 + square_token_index(chess.parse_square(name))
+
+    src = [token(m[:2]) for m in ACTIONS]
+    dst = [token(m[2:4]) for m in ACTIONS]
+    promo = [1 + _PROMOTIONS.index(m[4]) if len(m) == 5 else 0 for m in ACTIONS]
+    return src, dst, promo

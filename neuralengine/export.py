@@ -1,9 +1,9 @@
-"""Export a weights file to ONNX (needs the ``torch`` extra).
+"""Export a weights file to ONNX.
 
 ``neuralengine export WEIGHTS`` writes the ONNX graph that the ``onnx``
 backend runs, next to the weights (``model.safetensors`` → ``model.onnx``).
-PyTorch and onnx are imported only when a graph is actually written, so this
-module imports cheaply.
+The graph is written with NumPy alone; only the experimental int8 copy needs
+the ``onnx`` package (the ``torch`` extra).
 """
 
 from __future__ import annotations
@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         print(f"neuralengine export: {exc}", file=sys.stderr)
         return 1
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        print(f"neuralengine export: needs PyTorch and onnx ({exc.name} is missing): "
-              "pip install 'neuralengine[torch]'", file=sys.stderr)
-        return 1
+    if args.int8:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            print("neuralengine export: --int8 needs the onnx package: pip install 'neuralengine[torch]'",
+                  file=sys.stderr)
+            return 1
     if args.onnx is not None and args.onnx.is_dir():
         print(f"neuralengine export: {args.onnx} is a folder; name the .onnx file to write", file=sys.stderr)
         return 2

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-import chess
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neuralengine.config import ACTION_VALUE, BOARD_HEAD, SHARED_BOARD, ModelConfig
-from neuralengine.encoding import ACTIONS, square_token_index
+from neuralengine.encoding import action_square_tokens
 
 
 #: ``hook(layer, board, moves)`` of :meth:`Transformer.forward`: may return a
@@ -93,25 +92,6 @@ class Block(nn.Module):
         a_board, a_moves = self.attn.forward_shared(self.ln1(board), self.ln1(moves))
         board, moves = board + a_board, moves + a_moves
         return board + self.mlp(self.ln2(board)), moves + self.mlp(self.ln2(moves))
-
-
-#: Promotion piece of an action: 0 none, then q, r, b, n.
-_PROMOTIONS = "qrbn"
-
-
-def action_square_tokens() -> tuple[list[int], list[int], list[int]]:
-    """For every action: the board-sequence index (BOS = 0) of its from-square
-    and to-square tokens, and its promotion class.
-
-    The sequence is BOS, then the 77 FEN tokens (:func:`square_token_index`).
-    """
-    def token(name: str) -> int:
-        return 1 + square_token_index(chess.parse_square(name))
-
-    src = [token(m[:2]) for m in ACTIONS]
-    dst = [token(m[2:4]) for m in ACTIONS]
-    promo = [1 + _PROMOTIONS.index(m[4]) if len(m) == 5 else 0 for m in ACTIONS]
-    return src, dst, promo
 
 
 class MoveHead(nn.Module):

@@ -7,6 +7,16 @@ average the loss over action values, so their losses compare directly.
 
 Checkpoints hold the model, its EMA and the optimiser state as safetensors
 (no pickle) plus a JSON file, so a run resumes exactly where it stopped.
+
+Distributed training: ``torchrun --nproc-per-node N -m neuralengine.train
+...`` runs N processes with DistributedDataParallel (gloo on CPUs, NCCL on
+GPUs). Every step's global batch is drawn from the step number and the seed,
+as in a single process; rank r trains on rows r, r + N, r + 2N, ... of it (its
+own slice, as ``DistributedSampler`` deals them), and the losses are weighted
+so that the averaged gradient is the single-process gradient of the whole
+batch. The learning-rate schedule is unchanged. Rank 0 alone writes
+checkpoints, metrics and the exported model; a checkpoint holds the full
+state, so a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -450,13 +460,71 @@ def plot_metrics(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a distributed run (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """This rank's slice of a global batch: rows rank, rank + world, ..."""
+        return arrays if self.world == 1 else tuple(a[self.rank::self.world] for a in arrays)
+
+
+def init_distributed(device_name: str) -> tuple[Ranks, torch.device]:
+    """Join the process group that torchrun describes (``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``...), or stay alone without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if world <= 1:
+        return Ranks(), torch.device("cuda" if device_name == "auto" and cuda else
+                                     ("cpu" if device_name == "auto" else device_name))
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Ranks(rank, world), device
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (float64)."""
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     run = Path(tc.out)
     run.mkdir(parents=True, exist_ok=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device = torch.device("cuda" if tc.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if tc.device == "auto" else tc.device))
+    ranks, device = init_distributed(tc.device)
+    if ranks.world == 1:
+        return _train(tc, run, ranks, device, progress)
+    import torch.distributed as dist
+
+    try:
+        result = _train(tc, run, ranks, device, progress and ranks.main)
+        dist.barrier()  # the other ranks wait while rank 0 evaluates and exports
+        return result
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progress: bool) -> dict[str, Any]:
     torch.manual_seed(tc.seed)
     train_paths, test_paths = split_shard_paths(tc.data, tc.test_data)
     if not train_paths:
@@ -472,18 +540,29 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     step, seen_values, elapsed_before = 0, 0, 0.0
     metrics_path = run / "metrics.csv"
-    for stale in run.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a save that was killed midway
+    if ranks.main:
+        for stale in run.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a save that was killed midway
     if (run / CHECKPOINT).exists():
         info = load_checkpoint(run, model, ema, opt)
         step, seen_values, elapsed_before = info["step"], info["action_values"], info.get("elapsed", 0.0)
-        print(f"resumed {run} at step {step}", file=sys.stderr)
+        if ranks.main:
+            print(f"resumed {run} at step {step}", file=sys.stderr)
     elif tc.init:
-        print(init_from(tc.init, model, ema, opt), file=sys.stderr)
-    (run / "config.json").write_text(json.dumps({"train": asdict(tc), "model": cfg.to_dict()}, indent=2))
+        message = init_from(tc.init, model, ema, opt)
+        if ranks.main:
+            print(message, file=sys.stderr)
     fields = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy",
               "kendall_tau", "raw_action_accuracy", "raw_kendall_tau"]
-    _rewrite_metrics(metrics_path, fields, step)
+    if ranks.main:
+        (run / "config.json").write_text(json.dumps({"train": asdict(tc), "model": cfg.to_dict(),
+                                                     "processes": ranks.world}, indent=2))
+        _rewrite_metrics(metrics_path, fields, step)
+    replica: torch.nn.Module = model
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        replica = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sigma = tc.sigma_buckets / cfg.num_buckets
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     stop = {"flag": False}
@@ -502,9 +581,8 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     model.train()
     try:
         stop_at = tc.steps if tc.stop_after is None else min(tc.steps, step + tc.stop_after)
-        while step < stop_at and not stop["flag"]:
-            if tc.time_limit and elapsed_before + time.monotonic() - t0 > tc.time_limit * 60:
-                break
+        while step < stop_at:
+            halt = stop["flag"] or bool(tc.time_limit and elapsed_before + time.monotonic() - t0 > tc.time_limit * 60)
             # One generator per step: a resumed run draws exactly the batches
             # an uninterrupted run would have drawn.
             rng = np.random.default_rng([tc.seed, step])
@@ -519,6 +597,17 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             else:
                 # Same number of action values per step as the shared-board model sees.
                 boards, acts, probs, mask = data.action_batch(tc.batch_size, rng)
+            # The global batch is drawn whole on every rank; each trains on its own rows.
+            boards, acts, probs, mask = ranks.rows(boards, acts, probs, mask)
+            n_values, n_ranked = int(mask.sum()), int((mask.sum(-1) > 1).sum())
+            if ranks.world > 1:
+                # Every rank stops at the same step; the counts weight each rank's share of the loss.
+                total_values, total_ranked, halts = _all_sum([n_values, n_ranked, float(halt)], device)
+                halt = halts > 0
+            else:
+                total_values, total_ranked = n_values, n_ranked
+            if halt:
+                break
             lr_now = lr_at(step, tc, elapsed_before + time.monotonic() - t0)
             for group in opt.param_groups:
                 group["lr"] = lr_now
@@ -527,11 +616,19 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
             t = torch.as_tensor(probs, device=device)
             m = torch.as_tensor(mask, device=device)
             with autocast:
-                lp = model(b, a)
+                lp = replica(b, a)
             value_loss = loss_fn(lp, t, m, tc.loss, sigma)
             loss = value_loss
             if tc.rank_weight:
                 loss = loss + tc.rank_weight * ranking_loss(lp, t, m, tc.rank_temperature)
+            if ranks.world > 1:
+                # DDP averages gradients over ranks: weighting each rank's mean by its share of the
+                # global batch (times the world size) makes that average the whole batch's gradient.
+                value_loss = value_loss * (n_values / max(total_values, 1))
+                loss = value_loss * ranks.world
+                if tc.rank_weight:
+                    share = n_ranked / max(total_ranked, 1) * ranks.world
+                    loss = loss + tc.rank_weight * share * ranking_loss(lp, t, m, tc.rank_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
@@ -541,14 +638,17 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 for k, v in model.state_dict().items():
                     ema[k].mul_(decay_now).add_(v.detach().float(), alpha=1 - decay_now)
             step += 1
-            n_values = int(mask.sum())
+            batch_loss = float(value_loss.detach())
+            if ranks.world > 1:
+                batch_loss = _all_sum([batch_loss], device)[0]  # the whole batch's mean loss
+            n_values = int(total_values)
             seen_values += n_values
-            window_loss += float(value_loss.detach()) * n_values
+            window_loss += batch_loss * n_values
             window_n += n_values
             window_values += n_values
             bar.update(1, postfix=f"loss {window_loss / max(window_n, 1):.3f}")
             do_eval = test is not None and (step % tc.eval_every == 0 or step == tc.steps)
-            if step % tc.log_every == 0 or do_eval or step == tc.steps:
+            if ranks.main and (step % tc.log_every == 0 or do_eval or step == tc.steps):
                 now = time.monotonic()
                 row = {"step": step, "train_loss": window_loss / max(window_n, 1), "lr": lr_now,
                        "action_values": seen_values, "av_per_s": window_values / max(now - window_t, 1e-9),
@@ -566,19 +666,23 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 last = row
                 with open(metrics_path, "a", newline="") as fh:
                     csv.writer(fh).writerow([row.get(f, "") for f in fields])
-            if step % tc.checkpoint_every == 0:
+            if ranks.main and step % tc.checkpoint_every == 0:
                 save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values,
                                                        "elapsed": elapsed_before + time.monotonic() - t0})
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         bar.close()
+    if not ranks.main:
+        return {"weights": str(run / "model.safetensors"), "step": step, "rank": ranks.rank}
     if test is not None and step:
         # The final measurement: the EMA (what is exported) and the raw
         # weights, so the EMA's lag shows in every run.
         if last.get("step") != step or "test_loss" not in last:
             ema_model = Transformer(cfg).to(device)
             ema_model.load_state_dict(ema)
-            last = {"step": step, **evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)}
+            measured = evaluate(ema_model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)
+            # The last logged row of this step keeps its training loss.
+            last = {**(last if last.get("step") == step else {"step": step}), **measured}
         raw = evaluate(model, test, device, tc.eval_positions, loss=tc.loss, sigma=sigma)
         last.update(raw_action_accuracy=raw["action_accuracy"], raw_kendall_tau=raw["kendall_tau"])
         _rewrite_metrics(metrics_path, fields, step - 1)
@@ -597,6 +701,7 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
         "final_metrics": {k: last.get(k) for k in ("test_loss", "action_accuracy", "kendall_tau", "raw_action_accuracy",
                                                    "raw_kendall_tau") if k in last},
         "flip": tc.flip, "rank_weight": tc.rank_weight, "init": Path(tc.init).name if tc.init else None,
+        "processes": ranks.world,
     }
     path = export_model(run, cfg, ema, provenance)
     return {"weights": str(path), "step": step, **provenance}
@@ -665,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
             values.setdefault(key, val)
     tc = TrainConfig(**values)
     result = train(tc, progress=not args.quiet)
-    print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
+    if "final_metrics" in result:  # rank 0 (or a single process) reports
+        print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
     return 0
 
 
@@ -700,3 +806,7 @@ def training_throughput(cfg: ModelConfig, data: ActionValueData, batch_size: int
             elapsed += time.perf_counter() - start
             seen += int(mask.sum())
     return {"action_values_per_s": seen / elapsed, "seconds": elapsed, "action_values": seen}
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m neuralengine.train ...
+    sys.exit(main())

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import chess
@@ -125,14 +127,25 @@ def test_corrupt_or_missing_sidecar_is_rebuilt(tmp_path: Path, private_cache: Pa
     assert create_backend(path, "onnx").graph_path.is_file()
 
 
-def test_stale_sidecar_without_torch_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import neuralengine.backends.onnx as onnx_backend
-
-    pytest.importorskip("torch")
+def test_stale_sidecar_is_replaced_without_torch(tmp_path: Path) -> None:
+    """A plain install (no PyTorch, no onnx) writes the missing graph itself and ranks the moves as PyTorch does."""
     path = write_model(tmp_path, preset("tiny"), seed=4, onnx=False)
-    monkeypatch.setattr(onnx_backend, "torch_available", lambda: False)
-    with pytest.raises(WeightsError, match="neuralengine export"):
-        create_backend(path, "onnx")
+    path.with_suffix(".onnx").write_bytes(b"not an onnx graph")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NEURALENGINE_CACHE=str(cache))
+    plain = Path(__file__).resolve().parent / "plain_install.py"
+    result = subprocess.run([sys.executable, str(plain), "analyse", "--weights", str(path), "--top", "5",
+                             "--backend", "onnx"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1
+    ranked = [line.split()[1] for line in result.stdout.splitlines() if re.match(r"\s*[1-5] ", line)]
+    if torch_available():
+        moves, _ = legal_actions(chess.Board())
+        boards, actions = inputs(chess.STARTING_FEN)
+        win = expected_win_prob(create_backend(path, "torch-cpu").evaluate(boards, actions))[0]
+        assert ranked == [moves[i].uci() for i in np.argsort(-win, kind="stable")[:5]]
+    else:
+        assert len(ranked) == 5
 
 
 @needs_torch

@@ -421,14 +421,14 @@ def test_nonzero_attention_bias_is_refused():
         map_tree(tree)
 
 
-def test_missing_readers_name_the_extra(checkpoints, monkeypatch):
+def test_missing_readers_name_the_package(checkpoints, monkeypatch):
     from neuralengine.deepmind.checkpoint import read_params
 
     item = locate(checkpoints[ACTION_VALUE][0]).item
     monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
     monkeypatch.setitem(sys.modules, "tensorstore", None)
-    for reader in ("auto", "tensorstore", "orbax"):
-        with pytest.raises(DeepMindError, match=r"pip install 'neuralengine\[deepmind\]'"):
+    for reader, package in (("auto", "tensorstore"), ("tensorstore", "tensorstore"), ("orbax", "orbax-checkpoint")):
+        with pytest.raises(DeepMindError, match=f"pip install {package}"):
             read_params(item, reader)
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -180,6 +181,33 @@ def test_download_convert_and_analyse_by_name(server, archive, checkpoint, cache
     assert f"{NAME}.safetensors" in result.stdout
     first = next(line for line in result.stdout.splitlines() if line.strip().startswith("1 "))
     assert first.split()[1] == best.uci()
+
+
+PLAIN_INSTALL = Path(__file__).resolve().parent / "plain_install.py"
+
+
+def test_plain_install_downloads_converts_and_analyses(server, archive, checkpoint, cache):
+    """The README's path: ``pip install . && neuralengine download 9M && neuralengine analyse --weights 9M``,
+    with PyTorch, onnx, orbax and JAX unimportable (``tests/plain_install.py``)."""
+    server.files[f"/checkpoints/{NAME}.zip"] = archive
+    env = dict(os.environ, NEURALENGINE_CACHE=str(cache))
+    plain = [sys.executable, str(PLAIN_INSTALL)]
+    result = subprocess.run(plain + ["download", NAME, "--url", server.url, "--quiet"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    target = downloaded_weights(NAME)
+    assert result.stdout.splitlines()[0] == str(target)
+    assert target.with_suffix(".onnx").is_file()  # the graph was written without PyTorch
+    result = subprocess.run(plain + ["analyse", "--weights", NAME, "--top", "3"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    board = chess.Board()
+    moves, scores = numpy_ref.move_scores(checkpoint[1], "action_value", board)
+    expected = [moves[i].uci() for i in np.argsort(-scores, kind="stable")[:3]]
+    ranked = [line.split()[1] for line in result.stdout.splitlines() if re.match(r"\s*[123] ", line)]
+    assert ranked == expected
+    # The ONNX graph beside the weights was used: nothing was exported into the cache's graph folder.
+    assert not (cache / "onnx").exists()
 
 
 def test_env_var_sets_the_base_url(server, archive, cache, capsys, monkeypatch):

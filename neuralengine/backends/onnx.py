@@ -2,8 +2,7 @@
 
 The graph lives next to the weights (``model.safetensors`` →
 ``model.onnx``) and records the SHA-256 of the weights it was exported from.
-A missing or stale graph is re-exported into a cache when PyTorch is
-installed.
+A missing or stale graph is written into a cache (with NumPy alone).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from neuralengine.atomic import file_lock, lock_path
-from neuralengine.backends.base import Backend, torch_available
+from neuralengine.backends.base import Backend
 from neuralengine.backends.graph import WEIGHTS_SHA_KEY
 from neuralengine.config import ACTION_VALUE
 from neuralengine.paths import cache_dir
@@ -37,8 +36,8 @@ def open_graph(weights_path: Path, sha: str, opts: Any, providers: list[str]) ->
     """An inference session on the ONNX graph of ``weights_path``.
 
     The graph beside the weights is used when it was exported from exactly
-    these weights, then one in the cache; otherwise the graph is exported into
-    the cache (which needs PyTorch). Each graph is loaded once: the session
+    these weights, then one in the cache; otherwise the graph is written into
+    the cache. Each graph is loaded once: the session
     that checks the fingerprint is the one that runs.
     """
     cached = cache_dir() / "onnx" / f"{sha[:32]}.onnx"
@@ -46,10 +45,6 @@ def open_graph(weights_path: Path, sha: str, opts: Any, providers: list[str]) ->
         session = _matching_session(candidate, sha, opts, providers)
         if session is not None:
             return session, candidate
-    if not torch_available():
-        raise WeightsError(
-            f"no ONNX graph matches {weights_path.name}; run 'neuralengine export {weights_path}' "
-            "or install neuralengine[torch] so that the engine can export it")
     from neuralengine.backends.graph import export_weights_file
 
     # Engines started together export once: the others wait here, then load

@@ -10,8 +10,8 @@ the engine:
   a :class:`~neuralengine.config.ModelConfig` and our tensors, checking
   every name and shape;
 * :mod:`neuralengine.deepmind.checkpoint` finds and reads the orbax folder
-  (needs the ``deepmind`` extra: ``pip install 'neuralengine[deepmind]'``,
-  which brings tensorstore; orbax is used when tensorstore is missing);
+  with tensorstore (a core dependency; orbax, when installed, is the
+  fallback reader);
 * :mod:`neuralengine.deepmind.download` fetches a released model by name
   (``neuralengine download 270M``) and converts it into the cache;
 * :func:`resolve_weights` lets the engine take a checkpoint folder or a

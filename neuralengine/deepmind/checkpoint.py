@@ -14,7 +14,7 @@ The item's ``_METADATA`` lists the tree's keys.
 Two readers, both giving host NumPy arrays and neither needing the Haiku
 template nor the sharding the arrays were saved with:
 
-* ``tensorstore`` (the ``deepmind`` extra): the storage library orbax itself
+* ``tensorstore`` (a core dependency): the storage library orbax itself
   uses, reading the zarr arrays straight out of the store;
 * ``orbax`` (``orbax-checkpoint`` with JAX, about five times the size): the
   fallback when tensorstore is missing or cannot read an item.
@@ -41,7 +41,7 @@ PARAMS_EMA = "params_ema"
 #: ``checkpoint`` is the msgpack tree of older orbax releases.
 _ORBAX_FILES = ("_METADATA", "manifest.ocdbt", "checkpoint", "_sharding")
 
-INSTALL_HINT = "pip install 'neuralengine[deepmind]'"
+INSTALL_HINT = "pip install tensorstore (a dependency of neuralengine; reinstall it)"
 
 
 @dataclass(frozen=True)
@@ -167,14 +167,14 @@ def _quiet() -> Iterator[None]:
 
 
 def import_orbax() -> Any:
-    """``orbax.checkpoint``, on the CPU, or a :class:`DeepMindError` naming the extra."""
+    """``orbax.checkpoint``, on the CPU, or a :class:`DeepMindError` naming the package."""
     # The arrays land on the host; never probe for accelerators.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     try:
         import orbax.checkpoint as ocp
     except ImportError as exc:
         raise DeepMindError(f"reading DeepMind checkpoints needs orbax-checkpoint ({exc.name or exc} is missing): "
-                            f"{INSTALL_HINT}") from None
+                            "pip install orbax-checkpoint") from None
     return ocp
 
 

@@ -75,14 +75,9 @@ def convert_location(location: Location, target: str | os.PathLike[str], *, head
     del mapped
     bar.update(1, postfix="exporting ONNX" if onnx else "")
     if onnx:
-        from neuralengine.backends import torch_available
+        from neuralengine.export import export_weights_file
 
-        if torch_available():
-            from neuralengine.export import export_weights_file
-
-            export_weights_file(target)
-        else:
-            report("ONNX graph not written: exporting needs PyTorch (pip install 'neuralengine[torch]')")
+        export_weights_file(target)
         bar.update(1)
     bar.close()
     report(f"{location.item} → {target}: {cfg.kind}, {cfg.num_layers} layers × {cfg.embed_dim}, "
@@ -112,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "deepmind", help="DeepMind's searchless_chess orbax checkpoints (9M, 136M, 270M, 9M_state_value, "
                          "9M_behavioral_cloning)",
         description="Convert a DeepMind searchless_chess checkpoint folder (e.g. checkpoints/270M, with "
-                    "<step>/params inside). Needs: pip install 'neuralengine[deepmind]' (tensorstore; orbax is "
-                    "used when tensorstore is missing).")
+                    "<step>/params inside). tensorstore reads it; orbax, when installed, is the fallback.")
     dm.add_argument("checkpoint", metavar="CKPT_DIR", help="model folder, step folder or params folder")
     dm.add_argument("--step", type=int, help="step to convert (default: the latest saved)")
     dm.add_argument("--ema", action="store_true", help="convert params_ema instead of params "

@@ -332,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralengine download",
         description="Download one of DeepMind's released searchless-chess models, check it, unpack it into the "
-                    "cache and convert it; WeightsFile and --weights then accept its name. Needs the deepmind "
-                    "extra: pip install 'neuralengine[deepmind]'.")
+                    "cache and convert it; WeightsFile and --weights then accept its name.")
     parser.add_argument("name", metavar="NAME", help=f"the model: {', '.join(DEEPMIND_MODELS)}")
     parser.add_argument("--url", metavar="BASE",
                         help=f"where the archives are (BASE/NAME.zip; default ${URL_ENV} or {DEFAULT_BASE_URL})")
