@@ -66,3 +66,23 @@ def test_prefix_install_finds_the_shipped_weights(tmp_path: Path) -> None:
     # Every code package travels too (setup.py discovers them; nothing is listed by hand).
     wanted = {p.parent.relative_to(source) for p in (source / "neuralengine").rglob("__init__.py")}
     assert all((site / package / "__init__.py").is_file() for package in wanted)
+
+
+def test_a_plain_install_pulls_in_neither_torch_nor_ray() -> None:
+    """``pip install .`` gets the core dependencies only: PyTorch (training, torchrun), Ray (the annotation
+    farm), onnx, orbax and JAX stay in extras. tensorstore is core: it converts DeepMind's checkpoints."""
+    import re
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    core = names(project["dependencies"])
+    assert core == {"numpy", "chess", "onnxruntime", "safetensors", "tqdm", "tensorstore"}
+    extras = project["optional-dependencies"]
+    assert "ray" in names(extras["cluster"]) and "torch" in names(extras["torch"])

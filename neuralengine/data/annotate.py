@@ -228,9 +228,7 @@ def run_task(engine: Stockfish, task: Task, settings: Settings, report: Any = No
     """Annotate one shard and write it atomically (text first, JSON last)."""
     lines, games, stats = annotate_lines(engine, task.lines, settings, report, Path(task.source).name,
                                          task.first_line)
-    text_path, json_path = shard_paths(settings.out_dir, task.name, settings.compress)
-    _write_text(text_path, lines, settings.compress)
-    _write_json(json_path, shard_metadata(settings, task, stats, games))
+    write_shard_files(settings, task, lines, games, stats)
     return stats
 
 
@@ -331,6 +329,34 @@ def is_done(settings: Settings, name: str) -> bool:
     return True
 
 
+def prepare_output(inputs: Sequence[Path], settings: Settings) -> int:
+    """Make the output folder ready for a (re)run; returns the input lines still to annotate."""
+    Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
+    for stale in Path(settings.out_dir).glob("*.tmp*"):
+        stale.unlink()  # left by an interrupted run; finished shards never have this suffix
+    stems: dict[str, Path] = {}
+    for path in inputs:
+        stem = path.name.split(".")[0]
+        if stem in stems and stems[stem] != path:
+            raise SystemExit(f"annotate: {stems[stem]} and {path} would write the same shard names; rename one")
+        stems[stem] = path
+    todo_lines = 0
+    for path in inputs:
+        n = count_lines(path)
+        for k in range(-(-n // settings.shard_size)):
+            if not is_done(settings, f"{path.name.split('.')[0]}-{k:05d}"):
+                todo_lines += min(settings.shard_size, n - k * settings.shard_size)
+    return todo_lines
+
+
+def write_shard_files(settings: Settings, task: Task, lines: list[str], games: list[list[Any]],
+                      stats: ShardStats) -> None:
+    """Write a finished shard: the text first, the JSON (its completion mark) last."""
+    text_path, json_path = shard_paths(settings.out_dir, task.name, settings.compress)
+    _write_text(text_path, lines, settings.compress)
+    _write_json(json_path, shard_metadata(settings, task, stats, games))
+
+
 @dataclass
 class Summary:
     positions: int = 0
@@ -348,24 +374,8 @@ def annotate(inputs: Sequence[Path], settings: Settings, workers: int, split: st
     """Annotate all shards of ``inputs`` not yet done, with ``workers`` processes."""
     from neuralengine.progress import Progress
 
-    Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
-    for stale in Path(settings.out_dir).glob("*.tmp*"):
-        stale.unlink()  # left by an interrupted run; finished shards never have this suffix
-    stems: dict[str, Path] = {}
-    for path in inputs:
-        stem = path.name.split(".")[0]
-        if stem in stems and stems[stem] != path:
-            raise SystemExit(f"annotate: {stems[stem]} and {path} would write the same shard names; rename one")
-        stems[stem] = path
-
+    todo_lines = prepare_output(inputs, settings)
     summary = Summary()
-    # Count the work left, for the ETA.
-    todo_lines = 0
-    for path in inputs:
-        n = count_lines(path)
-        for k in range(-(-n // settings.shard_size)):
-            if not is_done(settings, f"{path.name.split('.')[0]}-{k:05d}"):
-                todo_lines += min(settings.shard_size, n - k * settings.shard_size)
     bar = Progress("annotate", total=todo_lines, unit="pos", enabled=progress)
 
     ctx = mp.get_context("spawn")
@@ -511,8 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--depth", type=int, help="search depth per position (default 7)")
     limit.add_argument("--nodes", type=int, help="node budget per position, for all moves together")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="worker processes, one Stockfish each (default: CPU count, %(default)s here)")
+    p.add_argument("--workers", type=int,
+                   help=f"worker processes (or Ray actors), one Stockfish each (default: CPU count, {default_workers()} "
+                        "here; with --ray, the cluster's CPU count)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the workers as actors on a Ray cluster: 'auto' or an address (HOST:PORT, "
+                        "ray://HOST:PORT) joins a running cluster; without ADDRESS a local one is started. "
+                        "Needs: pip install 'neuralengine[cluster]'")
     p.add_argument("--stockfish", help="Stockfish binary or command (default: stockfish on PATH or /usr/games)")
     p.add_argument("--hash", type=int, default=32, dest="hash_mb", help="Stockfish hash per worker, MB (default 32)")
     p.add_argument("--clear-hash", choices=["game", "position", "shard"], default="game",
@@ -564,7 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     if settings.nodes is None and settings.depth is None:
         settings.depth = 7
     try:
-        summary = annotate(inputs, settings, args.workers, args.split, progress=not args.quiet)
+        if args.ray is not None:
+            from neuralengine.data.cluster import annotate_on_ray
+
+            summary = annotate_on_ray(inputs, settings, args.workers, args.split, progress=not args.quiet,
+                                      address=args.ray)
+        else:
+            summary = annotate(inputs, settings, args.workers or default_workers(), args.split,
+                               progress=not args.quiet)
     except KeyboardInterrupt:
         print("\nannotate: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return 130

@@ -313,8 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PGN or EPD/FEN files to read positions from (.gz/.xz allowed)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--games", type=int, default=0, help="self-play games to play (default 0: none)")
-    p.add_argument("--workers", type=int, default=None, help="self-play processes, one Stockfish each "
-                                                              "(default: CPU count)")
+    p.add_argument("--workers", type=int, default=None, help="self-play processes (or Ray actors), one Stockfish "
+                                                              "each (default: CPU count; with --ray, the cluster's)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="play on a Ray cluster: 'auto' or an address joins a running cluster; without ADDRESS a "
+                        "local one is started. Needs: pip install 'neuralengine[cluster]'")
     p.add_argument("--stockfish", help="Stockfish binary or command (default: stockfish on PATH or /usr/games)")
     p.add_argument("--seed", type=int, default=0, help="random seed; game ids are sp<seed>-<n> (default 0)")
     p.add_argument("--test-fraction", type=float, default=0.02, help="share of games in test.fen (default 0.02)")
@@ -435,7 +438,13 @@ def main(argv: list[str] | None = None) -> int:
             before = dict(writer.counts)
             reasons: dict[str, int] = {}
             sides: dict[str, int] = {}
-            for record in run_selfplay(command, cfg, args.games, workers, writer.games_seen):
+            if args.ray is not None:
+                from neuralengine.data.cluster import selfplay_on_ray
+
+                records = selfplay_on_ray(command, cfg, args.games, args.workers, writer.games_seen, args.ray)
+            else:
+                records = run_selfplay(command, cfg, args.games, workers, writer.games_seen)
+            for record in records:
                 writer.add_game(record.game_id, record.fens)
                 reasons[record.reason] = reasons.get(record.reason, 0) + 1
                 for side in record.sides:
