@@ -27,6 +27,8 @@ from neuralengine.data.annotate import Settings, annotate  # noqa: E402
 from neuralengine.data.stockfish import resolve_engine  # noqa: E402
 
 WORKERS = 2
+COUNT, SHARD = 48, 5  # 10 shards, the last one short
+SHARDS = -(-COUNT // SHARD)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +45,11 @@ def local_cluster():
 
 @pytest.fixture(scope="module")
 def positions(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """24 puzzle positions as 6 games of 4 (so ``ucinewgame`` falls inside shards too)."""
+    """48 puzzle positions as 12 games of 4 (so ``ucinewgame`` falls inside shards too)."""
     path = tmp_path_factory.mktemp("pos") / "train.fen"
     with open(shared_data / "lichess_puzzles_500.csv", newline="") as fh, open(path, "w") as out:
         for i, row in enumerate(csv.DictReader(fh)):
-            if i == 24:
+            if i == COUNT:
                 break
             board = chess.Board(row["FEN"])
             assert board.is_valid()
@@ -61,7 +63,7 @@ def settings_for(out: Path, stockfish_path: str, depth: int) -> Settings:
     command = resolve_engine(stockfish_path)
     with Stockfish(command) as probe:
         name = probe.name
-    return Settings(command=command, out_dir=str(out), depth=depth, shard_size=6, engine=name)
+    return Settings(command=command, out_dir=str(out), depth=depth, shard_size=SHARD, engine=name)
 
 
 def shards(folder: Path) -> dict[str, tuple[str, dict]]:
@@ -80,7 +82,7 @@ def reference(positions: Path, stockfish_path: str, tmp_path_factory: pytest.Tem
     """The one-machine annotator's shards (process pool of 2)."""
     out = tmp_path_factory.mktemp("pool")
     summary = annotate([positions], settings_for(out, stockfish_path, 9), WORKERS, progress=False)
-    assert summary.positions == 24 and summary.shards_done == 4
+    assert summary.positions == COUNT and summary.shards_done == SHARDS
     return shards(out)
 
 
@@ -88,15 +90,15 @@ def test_ray_writes_the_same_shards_as_the_process_pool(local_cluster, positions
                                                         tmp_path):
     summary = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS,
                                       progress=False)
-    assert (summary.positions, summary.shards_done, summary.restarts) == (24, 4, 0)
+    assert (summary.positions, summary.shards_done, summary.restarts) == (COUNT, SHARDS, 0)
     assert shards(tmp_path) == reference
     # A rerun finds every shard done and redoes none.
     again = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS, progress=False)
-    assert (again.shards_done, again.shards_skipped) == (0, 4)
+    assert (again.shards_done, again.shards_skipped) == (0, SHARDS)
     # After a crash that lost one shard's completion mark, only that shard is redone.
     (tmp_path / "train-00002.json").unlink()
     again = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS, progress=False)
-    assert (again.shards_done, again.shards_skipped) == (1, 3)
+    assert (again.shards_done, again.shards_skipped) == (1, SHARDS - 1)
     assert shards(tmp_path) == reference
 
 
@@ -104,6 +106,8 @@ def test_killed_stockfish_and_actor_lose_nothing_and_duplicate_nothing(local_clu
                                                                       reference, tmp_path):
     killed: dict[str, int] = {}
 
+    # Both kills come early (shards 1 and 3 of 10), so the killed process always has work left: the
+    # lost Stockfish and the lost actor are both noticed and their shards redone.
     def chaos(kind: str, info: dict) -> None:
         if kind != "progress":
             return
@@ -118,11 +122,11 @@ def test_killed_stockfish_and_actor_lose_nothing_and_duplicate_nothing(local_clu
                                       progress=False, on_event=chaos)
     assert set(killed) == {"stockfish", "actor"}
     assert summary.restarts >= 2 and summary.shards_failed == 0
-    assert summary.positions == 24 and summary.shards_done == 4
+    assert summary.positions == COUNT and summary.shards_done == SHARDS
     result = shards(tmp_path)
     assert result == reference
     fens = [line.split("\t")[0] for text, _ in result.values() for line in text.splitlines()]
-    assert len(fens) == len(set(fens)) == 24
+    assert len(fens) == len(set(fens)) == COUNT
     assert not list(tmp_path.glob("*.tmp*"))
 
 
@@ -140,8 +144,8 @@ def test_datagen_self_play_on_ray_actors(local_cluster, stockfish_path, tmp_path
 def test_annotate_command_joins_a_running_cluster(local_cluster, positions, stockfish_path, reference, tmp_path):
     """``neuralengine annotate --ray auto`` from another process joins the cluster the fixture started."""
     result = subprocess.run([sys.executable, "-m", "neuralengine", "annotate", str(positions), "--out", str(tmp_path),
-                             "--ray", "auto", "--depth", "9", "--shard-size", "6", "--stockfish", stockfish_path,
+                             "--ray", "auto", "--depth", "9", "--shard-size", str(SHARD), "--stockfish", stockfish_path,
                              "--quiet"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "24 positions" in result.stderr
+    assert f"{COUNT} positions" in result.stderr
     assert shards(tmp_path) == reference

@@ -9,6 +9,7 @@ import pytest
 from neuralengine.backends import onnx_writer
 from neuralengine.config import ACTION_VALUE, ModelConfig
 from neuralengine.encoding import legal_actions, tokenize_board
+from neuralengine.varint import encode_varint
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -23,8 +24,8 @@ def test_varints_match_protobuf():
     from google.protobuf.internal.encoder import _VarintBytes  # protobuf comes with onnxruntime
 
     for value in (0, 1, 127, 128, 300, 2**31, 2**63 - 1):
-        assert onnx_writer._varint(value) == _VarintBytes(value)
-    assert onnx_writer._varint(-1) == b"\xff" * 9 + b"\x01"  # int64 -1, as protobuf writes it
+        assert encode_varint(value) == _VarintBytes(value)
+    assert encode_varint(-1) == b"\xff" * 9 + b"\x01"  # int64 -1, as protobuf writes it
 
 
 @pytest.mark.parametrize("kind,attention", CASES)

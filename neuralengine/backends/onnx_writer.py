@@ -25,6 +25,7 @@ import numpy as np
 
 from neuralengine.config import ACTION_VALUE, BOARD_HEAD, FULL, SHARED_BOARD, ModelConfig
 from neuralengine.encoding import action_square_tokens
+from neuralengine.varint import encode_varint
 
 #: ONNX IR version and default-domain opset of the written graphs.
 IR_VERSION = 8
@@ -41,26 +42,12 @@ _ATTR_FLOAT, _ATTR_INT, _ATTR_STRING, _ATTR_INTS = 1, 2, 3, 7
 # ---------------------------------------------------------------------------
 # Protobuf wire format: varints (type 0), 32-bit (type 5), length-delimited (type 2).
 
-def _varint(value: int) -> bytes:
-    if value < 0:  # negative int64 values are ten-byte two's complement varints
-        value += 1 << 64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _key(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
+    return encode_varint(field << 3 | wire)
 
 
 def _int(field: int, value: int) -> bytes:
-    return _key(field, 0) + _varint(int(value))
+    return _key(field, 0) + encode_varint(int(value))
 
 
 def _float(field: int, value: float) -> bytes:
@@ -68,7 +55,7 @@ def _float(field: int, value: float) -> bytes:
 
 
 def _bytes(field: int, value: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(value)) + value
+    return _key(field, 2) + encode_varint(len(value)) + value
 
 
 def _str(field: int, value: str) -> bytes:
@@ -76,7 +63,7 @@ def _str(field: int, value: str) -> bytes:
 
 
 def _packed_ints(field: int, values: Iterable[int]) -> bytes:
-    return _bytes(field, b"".join(_varint(int(v)) for v in values))
+    return _bytes(field, b"".join(encode_varint(int(v)) for v in values))
 
 
 def _tensor(name: str, array: np.ndarray) -> bytes:
@@ -145,14 +132,14 @@ class GraphBuilder:
               name: str) -> list[bytes]:
         """The serialised ModelProto, in pieces (a large model is never copied whole)."""
         graph = [b"".join(_bytes(1, n) for n in self.nodes) + _str(2, name)]
-        graph += [_key(5, 2) + _varint(len(t)) for t in self.initializers]
+        graph += [_key(5, 2) + encode_varint(len(t)) for t in self.initializers]
         graph[1:] = [piece for pair in zip(graph[1:], self.initializers) for piece in pair]
         graph.append(b"".join(_bytes(11, v) for v in inputs) + b"".join(_bytes(12, v) for v in outputs))
         size = sum(len(piece) for piece in graph)
         if size >= 2**31:
             raise ValueError(f"the graph is {size / 2**30:.1f} GiB; ONNX protobufs stop at 2 GiB")
         opset = _str(1, "") + _int(2, OPSET)
-        head = _int(1, IR_VERSION) + _str(2, PRODUCER) + _key(7, 2) + _varint(size)
+        head = _int(1, IR_VERSION) + _str(2, PRODUCER) + _key(7, 2) + encode_varint(size)
         tail = _bytes(8, opset) + b"".join(_bytes(14, _str(1, k) + _str(2, v)) for k, v in metadata.items())
         return [head, *graph, tail]
 

@@ -24,21 +24,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from neuralengine.varint import encode_varint
+
 
 class BagError(ValueError):
     """A file that is not a valid bag, or a record that is not an action value."""
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -59,7 +49,7 @@ def encode_action_value(fen: str, move: str, win_prob: float) -> bytes:
     out = bytearray()
     for text in (fen, move):
         raw = text.encode("utf-8")
-        out += _varint(len(raw)) + raw
+        out += encode_varint(len(raw)) + raw
     return bytes(out + struct.pack(">d", win_prob))
 
 

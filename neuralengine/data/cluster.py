@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from neuralengine.data.annotate import Settings, ShardStats, Summary, Task, annotate_lines, is_done, iter_tasks, \
+from neuralengine.data.annotation import Settings, ShardStats, Summary, Task, TaskFeed, annotate_lines, iter_tasks, \
     prepare_output, write_shard_files
 from neuralengine.data.selfplay import GameRecord, SelfPlayConfig, game_id, play_game
 from neuralengine.data.stockfish import EngineError, Stockfish
@@ -217,23 +217,12 @@ def annotate_on_ray(inputs: Sequence[Path], settings: Settings, workers: int | N
     summary = Summary()
     farm = _Farm(ray, workers or cluster_cpus(ray), settings.command, settings.hash_mb, on_event)
     bar = Progress("annotate (ray)", total=todo_lines, unit="pos", enabled=progress)
-    pending = iter_tasks(inputs, settings, split)
-    requeued: deque[Task] = deque()
+    feed = TaskFeed(iter_tasks(inputs, settings, split), settings, summary)
     inflight: dict[Any, tuple[Any, Task, int]] = {}   # result ref -> actor, shard, token
     counted: dict[int, int] = {}                       # token -> positions shown on the bar
     tokens = iter(range(1, 2**62))
     start = time.monotonic()
     av_total = 0
-
-    def next_task() -> Task | None:
-        if requeued:
-            return requeued.popleft()
-        for task in pending:
-            if is_done(settings, task.name):
-                summary.shards_skipped += 1
-                continue
-            return task
-        return None
 
     def uncount(token: int) -> None:
         bar.count -= counted.pop(token, 0)
@@ -241,7 +230,7 @@ def annotate_on_ray(inputs: Sequence[Path], settings: Settings, workers: int | N
     try:
         while True:
             while farm.idle:
-                task = next_task()
+                task = feed.next()
                 if task is None:
                     break
                 actor, token = farm.idle.popleft(), next(tokens)
@@ -273,7 +262,7 @@ def annotate_on_ray(inputs: Sequence[Path], settings: Settings, workers: int | N
                     uncount(token)
                     if farm.lost(exc):
                         summary.restarts += 1
-                        requeued.append(task)
+                        feed.redo(task)
                         farm.replace(actor, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                         print(f"\nannotate: an actor was lost; redoing {task.name} elsewhere", file=sys.stderr)
                     else:
