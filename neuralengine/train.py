@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from neuralengine.atomic import atomic_path
 from neuralengine.config import ACTION_VALUE, ATTENTIONS, BOARD_ONCE, FULL, SHARED_BOARD, ModelConfig, preset, PRESETS
 from neuralengine.data.augment import mirror_actions, mirror_boards
-from neuralengine.data.shards import SUFFIX, Shard, open_shards
+from neuralengine.data.shards import SUFFIX, Shard, StackedRows, open_shards
 from neuralengine.encoding import bucket_edges, bucket_values
 from neuralengine.model import Transformer
 from neuralengine.progress import Progress
@@ -53,24 +53,24 @@ from neuralengine.weights import save_weights
 
 
 class ActionValueData:
-    """All positions of some shards held in memory as flat arrays."""
+    """The positions of some shards as flat arrays: boards [P, 77], and per
+    action value its action and win probability, position i owning
+    ``offsets[i]:offsets[i+1]``.
+
+    Boards, actions and win probabilities stay in the memory-mapped shards
+    (:class:`~neuralengine.data.shards.StackedRows`): a batch reads just its
+    rows, and the processes of a distributed run share one page cache. Only
+    the per-position move counts and offsets are held in memory.
+    """
 
     def __init__(self, shards: list[Shard], max_positions: int | None = None) -> None:
-        boards, actions, probs, counts = [], [], [], []
-        for shard in shards:
-            boards.append(np.asarray(shard.boards))
-            actions.append(np.asarray(shard.actions))
-            probs.append(np.asarray(shard.win_probs))
-            counts.append(np.diff(np.asarray(shard.offsets)))
-        self.boards = np.concatenate(boards)
-        self.actions = np.concatenate(actions).astype(np.int64)
-        self.win_probs = np.concatenate(probs).astype(np.float32)
-        self.counts = np.concatenate(counts)
-        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        if max_positions is not None and max_positions < len(self.boards):
-            self.boards = self.boards[:max_positions]
+        self.counts = np.concatenate([np.diff(np.asarray(s.offsets)) for s in shards])
+        if max_positions is not None and max_positions < len(self.counts):
             self.counts = self.counts[:max_positions]
-            self.offsets = self.offsets[: max_positions + 1]
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.boards = StackedRows([s.boards for s in shards], length=len(self.counts))
+        self.actions = StackedRows([s.actions for s in shards], dtype=np.int64)
+        self.win_probs = StackedRows([s.win_probs for s in shards], dtype=np.float32)
         self.sources = [dict(s.metadata) for s in shards]
 
     def __len__(self) -> int:

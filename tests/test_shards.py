@@ -259,3 +259,30 @@ def test_convert_reports_bad_lines(tmp_path: Path) -> None:
     path.write_text(f"{chess.STARTING_FEN}\te2e4:32\nthis is not a line\n", encoding="utf-8")
     with pytest.raises(FormatError, match="malformed"):
         convert_text([path], tmp_path / "out", progress=False)
+
+
+def test_stacked_rows_read_like_one_concatenated_array(tmp_path):
+    from neuralengine.data.shards import StackedRows
+
+    rng = np.random.default_rng(5)
+    parts = [rng.integers(0, 30, (n, 77)).astype(np.uint8) for n in (5, 1, 9)]
+    paths = []
+    for k, part in enumerate(parts):  # memory-mapped, as shards are
+        path = tmp_path / f"p{k}.npy"
+        np.save(path, part)
+        paths.append(np.load(path, mmap_mode="r"))
+    whole = np.concatenate(parts)
+    rows = StackedRows(paths)
+    assert len(rows) == 15 and rows.shape == (15, 77) and rows.dtype == np.uint8
+    index = rng.integers(0, 15, (4, 6))
+    assert np.array_equal(rows[index], whole[index])            # any shape of index
+    assert np.array_equal(rows[3:11], whole[3:11])              # slices cross the parts
+    assert np.array_equal(rows[np.int64(6):np.int64(7)], whole[6:7])
+    wide = StackedRows([p[:, 0] for p in parts], dtype=np.int64)
+    assert wide[np.arange(15)].dtype == np.int64 and np.array_equal(wide[np.arange(15)], whole[:, 0])
+    short = StackedRows(paths, length=10)
+    assert len(short) == 10 and np.array_equal(short[:], whole[:10])
+    with pytest.raises(IndexError):
+        short[np.array([10])]
+    with pytest.raises(TypeError):
+        rows[np.array([0.5])]

@@ -157,6 +157,45 @@ class Shard:
                         np.asarray(self.win_probs[lo:hi]), int(self.game_ids[i]))
 
 
+class StackedRows:
+    """Several arrays read as one along their first axis, without copying them.
+
+    Indexing with an integer array (any shape) or a slice reads only those
+    rows; over memory-mapped shards that means only their pages, so several
+    training processes reading one data set share the page cache instead of
+    each holding a copy. ``dtype`` converts the rows read (e.g. int16 actions
+    to int64); ``length`` hides rows past it.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray], dtype: Any = None, length: int | None = None) -> None:
+        if not parts:
+            raise ValueError("no arrays to stack")
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.dtype = np.dtype(dtype) if dtype is not None else self.parts[0].dtype
+        total = int(self.starts[-1])
+        self.shape = (total if length is None else min(int(length), total),) + tuple(self.parts[0].shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(len(self)))
+        index = np.asarray(index)
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"rows are read by integer arrays or slices, not {index.dtype}")
+        flat = index.reshape(-1).astype(np.int64)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        out = np.empty((flat.size,) + self.shape[1:], dtype=self.dtype)
+        part = np.searchsorted(self.starts, flat, side="right") - 1
+        for k in np.unique(part):
+            chosen = part == k
+            out[chosen] = self.parts[k][flat[chosen] - self.starts[k]]
+        return out.reshape(index.shape + self.shape[1:])
+
+
 def open_shards(paths: Sequence[str | os.PathLike[str]]) -> list[Shard]:
     """Open shard files, expanding folders to the ``*.neav`` files inside."""
     files: list[Path] = []
