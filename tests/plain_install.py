@@ -1,9 +1,9 @@
 """Run the ``neuralengine`` command as a plain ``pip install .`` would.
 
 ``python tests/plain_install.py ARGS...`` runs ``neuralengine ARGS...`` with
-the optional packages made unimportable: PyTorch, onnx, orbax and JAX (the
-``torch``, ``research``, ``test`` and ``deepmind`` fallbacks), and
-matplotlib. A test that runs through it shows that the core dependencies of
+the optional packages made unimportable: PyTorch, onnx, orbax, JAX,
+matplotlib and Ray (the ``torch``, ``research``, ``plot``, ``test`` and
+``cluster`` extras). A test that runs through it shows that the core dependencies of
 ``pyproject.toml`` are enough for that command.
 """
 
@@ -13,7 +13,7 @@ import importlib.machinery
 import sys
 
 #: Top-level packages that a plain install does not have.
-OPTIONAL = frozenset({"torch", "onnx", "orbax", "jax", "jaxlib", "matplotlib"})
+OPTIONAL = frozenset({"torch", "onnx", "orbax", "jax", "jaxlib", "matplotlib", "ray"})
 
 
 class PlainPathFinder(importlib.machinery.PathFinder):

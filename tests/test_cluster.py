@@ -149,3 +149,13 @@ def test_annotate_command_joins_a_running_cluster(local_cluster, positions, stoc
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{COUNT} positions" in result.stderr
     assert shards(tmp_path) == reference
+
+
+@pytest.mark.parametrize("command", [["annotate", "POS", "--out", "OUT"], ["datagen", "--out", "OUT", "--games", "1"]])
+def test_without_ray_the_commands_name_the_extra(command, positions, tmp_path):
+    plain = Path(__file__).resolve().parent / "plain_install.py"
+    args = [str(positions) if a == "POS" else str(tmp_path / "out") if a == "OUT" else a for a in command]
+    result = subprocess.run([sys.executable, str(plain), *args, "--ray"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "pip install 'neuralengine[cluster]'" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"annotate: --{name.replace('_mb', '').replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    if args.ray is not None:
+        from neuralengine.data.cluster import import_ray
+
+        import_ray()  # before anything is written
     try:
         command = resolve_engine(args.stockfish)
         with Stockfish(command) as probe:

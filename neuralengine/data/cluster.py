@@ -51,7 +51,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise SystemExit(f"--ray needs Ray: {INSTALL_HINT}") from None
+        raise SystemExit(f"neuralengine: --ray needs Ray: {INSTALL_HINT}") from None
     return ray
 
 

@@ -381,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"datagen: {problem}", file=sys.stderr)
         return 2
+    if args.ray is not None:
+        from neuralengine.data.cluster import import_ray
+
+        import_ray()  # before anything is written
     command: list[str] = []
     engine_name = None
     if args.games:
