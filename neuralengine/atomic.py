@@ -84,6 +84,35 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             unlock()
 
 
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike[str], on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``path`` for the block, leaving no file behind.
+
+    POSIX ``flock`` on the folder itself; another process asking for it waits
+    (``on_wait`` is called once, first, so that it can say so). Where folders
+    cannot be locked (Windows) the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _lock(fh: IO[bytes]) -> Callable[[], None]:
     """Take the lock on the open file ``fh``; returns the function that releases it."""
     fileno = fh.fileno()

@@ -210,6 +210,45 @@ def test_plain_install_downloads_converts_and_analyses(server, archive, checkpoi
     assert not (cache / "onnx").exists()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="folders are not locked on Windows")
+def test_a_second_download_waits_for_the_first_then_uses_its_result(server, archive, cache):
+    """Two downloads of one model: the second waits on the cache's lock (no lock file is left), then finds the
+    first one's conversion and fetches nothing. Driven by events, not sleeps."""
+    server.files[f"/checkpoints/{NAME}.zip"] = archive
+    first_holds, second_waits = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+    real_download = dl._download
+
+    def first_download(*args, **kwargs):
+        first_holds.set()
+        assert second_waits.wait(60), "the second download never waited"
+        return real_download(*args, **kwargs)
+
+    def second_report(message: str) -> None:
+        results.setdefault("second_messages", []).append(message)
+        if "waiting" in message:
+            second_waits.set()
+
+    def run_first() -> None:
+        results["first"] = dl.download(NAME, base_url=server.url, progress=False, report=lambda m: None)
+
+    original = dl._download
+    dl._download = first_download
+    try:
+        thread = threading.Thread(target=run_first)
+        thread.start()
+        assert first_holds.wait(60)
+        dl._download = original  # the second call runs the real one, once it gets the lock
+        results["second"] = dl.download(NAME, base_url=server.url, progress=False, report=second_report)
+        thread.join(60)
+    finally:
+        dl._download = original
+    assert results["first"] == results["second"] == downloaded_weights(NAME)
+    assert any("already downloaded" in m for m in results["second_messages"])
+    assert len(server.requests) == 1  # fetched once
+    assert not any(p.name.endswith((".lock", ".part")) for p in cache.rglob("*"))
+
+
 def test_env_var_sets_the_base_url(server, archive, cache, capsys, monkeypatch):
     server.files[f"/checkpoints/{NAME}.zip"] = archive
     monkeypatch.setenv(dl.URL_ENV, server.url + "/")

@@ -37,6 +37,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Callable
 
+from neuralengine.atomic import folder_lock
 from neuralengine.deepmind.errors import DeepMindError
 from neuralengine.paths import DEEPMIND_MODELS, cache_dir, downloaded_weights
 from neuralengine.weights import WeightsError
@@ -283,11 +284,24 @@ def download(name: str, *, base_url: str | None = None, force: bool = False, kee
     the unpacked checkpoint (unless ``keep_checkpoint``). A failed conversion
     keeps the checked archive, so that the next run need not download it again.
     """
+    name = model_name(name)
+    folder = downloads_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _disk_error(exc, folder) from None
+    # One download at a time per cache: a second one waits, then finds the first one's result.
+    with folder_lock(folder, lambda: report("another neuralengine download is running; waiting for it to finish")):
+        return _download(name, base_url=base_url, force=force, keep_archive=keep_archive,
+                         keep_checkpoint=keep_checkpoint, onnx=onnx, progress=progress, report=report)
+
+
+def _download(name: str, *, base_url: str | None, force: bool, keep_archive: bool, keep_checkpoint: bool,
+              onnx: bool, progress: bool, report: Reporter) -> Path:
     from neuralengine.deepmind.checkpoint import INSTALL_HINT, locate, readers_installed
     from neuralengine.deepmind.convert import convert_location
     from neuralengine.weights import read_metadata
 
-    name = model_name(name)
     target = downloaded_weights(name)
     if target.is_file() and not force:
         try:
