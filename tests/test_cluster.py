@@ -159,3 +159,11 @@ def test_without_ray_the_commands_name_the_extra(command, positions, tmp_path):
     assert result.returncode != 0
     assert "pip install 'neuralengine[cluster]'" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_more_workers_than_cpus_are_capped(local_cluster, positions, stockfish_path, reference, tmp_path, capsys):
+    """Actors beyond the cluster's CPUs would never be scheduled, and their shards would wait for ever."""
+    summary = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS + 3,
+                                      progress=False)
+    assert summary.shards_done == SHARDS and shards(tmp_path) == reference
+    assert f"has {WORKERS} CPUs; using {WORKERS} actors, not {WORKERS + 3}" in capsys.readouterr().err

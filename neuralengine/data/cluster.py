@@ -78,6 +78,15 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def actor_count(ray: Any, workers: int | None) -> int:
+    """One actor per CPU of the cluster by default. More actors than CPUs would never be scheduled
+    (each takes one CPU for good), so a larger ``workers`` is capped, with a note."""
+    cpus = cluster_cpus(ray)
+    if workers and workers > cpus:
+        print(f"neuralengine: the Ray cluster has {cpus} CPUs; using {cpus} actors, not {workers}", file=sys.stderr)
+    return min(workers or cpus, cpus)
+
+
 # ---------------------------------------------------------------------------
 # The actor
 # ---------------------------------------------------------------------------
@@ -215,7 +224,7 @@ def annotate_on_ray(inputs: Sequence[Path], settings: Settings, workers: int | N
     todo_lines = prepare_output(inputs, settings)
     ray, started = connect(address, workers)
     summary = Summary()
-    farm = _Farm(ray, workers or cluster_cpus(ray), settings.command, settings.hash_mb, on_event)
+    farm = _Farm(ray, actor_count(ray, workers), settings.command, settings.hash_mb, on_event)
     bar = Progress("annotate (ray)", total=todo_lines, unit="pos", enabled=progress)
     feed = TaskFeed(iter_tasks(inputs, settings, split), settings, summary)
     inflight: dict[Any, tuple[Any, Task, int]] = {}   # result ref -> actor, shard, token
@@ -305,7 +314,7 @@ def selfplay_on_ray(command: list[str], cfg: SelfPlayConfig, games: int, workers
     if not todo:
         return
     ray, started = connect(address, workers)
-    farm = _Farm(ray, workers or cluster_cpus(ray), command, cfg.hash_mb, on_event)
+    farm = _Farm(ray, actor_count(ray, workers), command, cfg.hash_mb, on_event)
     inflight: dict[Any, tuple[Any, int]] = {}
     finished: dict[int, GameRecord] = {}
     order = sorted(todo)
