@@ -205,8 +205,12 @@ class LatencyModel:
 
     The model is ``fixed + n * per_row``, fitted on two warm-up calls, times a
     correction factor that follows the calls actually made (it jumps up at
-    once when a call was slower than predicted and decays slowly). Predictions
-    include a safety factor, because a call cannot be interrupted.
+    once when a call was slower than predicted and decays slowly). A move
+    played without evaluation because the prediction did not fit halves the
+    factor (:meth:`relax`): otherwise one call slowed by a busy machine would
+    keep the engine from evaluating for the rest of a fast game, since only
+    calls bring the factor down. Predictions include a safety factor, because
+    a call cannot be interrupted.
     """
 
     SAFETY = 1.3
@@ -250,6 +254,11 @@ class LatencyModel:
         if self.per_row <= 0:
             return limit
         return max(0, min(limit, int(budget / self.per_row)))
+
+    def relax(self) -> None:
+        """A move went without evaluation for lack of predicted time: halve the correction (not below 1).
+        If the machine really is that slow, the next call raises it again at once."""
+        self.scale = max(1.0, self.scale / 2)
 
     def observe(self, rows: int, seconds: float) -> None:
         """Record a call that took ``seconds`` for ``rows`` rows."""
@@ -715,6 +724,7 @@ class Engine:
                 result.fallback = "stopped before any evaluation"
             else:
                 result.fallback = "no time for an evaluation"
+                self.latency.relax()
             if mates:
                 result.ranked = [MoveScore(moves[pick], actions[pick], 1.0, None, RULE_MATE)]
             result.time_s = time.monotonic() - start

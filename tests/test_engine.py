@@ -523,6 +523,30 @@ def test_latency_model() -> None:
     assert model.max_rows(0.0, 100) == 0
     model.observe(20, 0.1)  # a much slower call: the estimate jumps up at once
     assert model.predict(20) >= 0.1
+    scale = model.scale
+    model.relax()  # a move played without evaluation halves the correction, never below 1
+    assert model.scale == pytest.approx(scale / 2)
+    for _ in range(10):
+        model.relax()
+    assert model.scale == 1.0
+
+
+def test_one_slow_call_does_not_stop_evaluations_for_good(engine: Engine) -> None:
+    """After a call slowed by a busy machine, the inflated prediction makes the engine play fallbacks in a
+    short budget; each such move halves the correction, so evaluations come back within a few moves."""
+    board = chess.Board()
+    rows = len(list(board.legal_moves))
+    engine.latency.scale = 1.0
+    budget = 4 * engine.latency.predict(rows) + 0.05  # fits a normal search comfortably
+    engine.latency.scale = 1000.0                      # as after a call 1000 times slower than usual
+    kinds = []
+    for _ in range(12):
+        result = engine.search(board, control=SearchControl(deadline=time.monotonic() + budget))
+        kinds.append("fallback" if result.fallback else "evaluated")
+        if not result.fallback:
+            break
+    assert kinds[0] == "fallback" and kinds[-1] == "evaluated"
+    assert result.nodes == rows
 
 
 def test_time_budget() -> None:
