@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +39,22 @@ def _args(out: Path, data: Path, steps: int = STEPS, **extra: object) -> list[st
     return args
 
 
+#: What a rank prints when gloo's threads abort it while the processes tear down. Seen twice in about a dozen
+#: runs on a loaded 2-core machine, after the training itself had finished; a run that ends so is started again
+#: once, from an empty folder.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def torchrun(processes: int, args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "neuralengine.train", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    if result.returncode != 0 and TEARDOWN_ABORT in result.stderr:
+        shutil.rmtree(args[args.index("--out") + 1], ignore_errors=True)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    return result
 
 
 def losses(run: Path) -> dict[int, float]:
