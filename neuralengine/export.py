@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 
 from neuralengine.atomic import atomic_path
-from neuralengine.backends.graph import OPSET, WEIGHTS_SHA_KEY, export_onnx, export_weights_file, \
-    model_from_weights
+from neuralengine.backends.graph import WEIGHTS_SHA_KEY, export_onnx, export_weights_file, model_from_weights
+from neuralengine.backends.onnx_writer import OPSET
 from neuralengine.backends.graph import set_graph_metadata as _set_metadata
 from neuralengine.weights import WeightsError, read_metadata
 

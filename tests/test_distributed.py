@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from neuralengine.train import Ranks, TrainConfig, train  # noqa: E402
+from neuralengine.train import Ranks, train  # noqa: E402
 from neuralengine.weights import load_weights  # noqa: E402
 from test_train import _config, seed_shards  # noqa: E402,F401  (the shared fixture)
 
@@ -98,7 +98,7 @@ def test_a_run_resumes_with_another_number_of_processes(seed_shards: Path, tmp_p
     resumed = train(_config(tmp_path / "run", seed_shards, steps=STEPS, eval_every=1000, log_every=1,
                             rank_weight=1.0, flip=0.5), progress=False)
     assert resumed["step"] == STEPS and resumed["processes"] == 1
-    straight = train(_config(tmp_path / "straight", seed_shards, steps=STEPS, eval_every=1000, log_every=1,
+    train(_config(tmp_path / "straight", seed_shards, steps=STEPS, eval_every=1000, log_every=1,
                              rank_weight=1.0, flip=0.5), progress=False)
     a, b = losses(tmp_path / "straight"), losses(tmp_path / "run")
     assert sorted(b) == sorted(a)

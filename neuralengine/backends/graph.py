@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from neuralengine.atomic import atomic_path
-from neuralengine.backends.onnx_writer import OPSET, write_graph
+from neuralengine.backends.onnx_writer import write_graph
 from neuralengine.config import ModelConfig
 from neuralengine.weights import Weights, load_weights
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 #: ONNX metadata key holding the SHA-256 of the weights a graph was exported from.
 WEIGHTS_SHA_KEY = "neuralengine.weights_sha256"
-
 
 
 def model_from_weights(weights: Weights, device: str | torch.device = "cpu") -> Transformer:

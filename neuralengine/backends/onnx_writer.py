@@ -132,8 +132,8 @@ class GraphBuilder:
               name: str) -> list[bytes]:
         """The serialised ModelProto, in pieces (a large model is never copied whole)."""
         graph = [b"".join(_bytes(1, n) for n in self.nodes) + _str(2, name)]
-        graph += [_key(5, 2) + encode_varint(len(t)) for t in self.initializers]
-        graph[1:] = [piece for pair in zip(graph[1:], self.initializers) for piece in pair]
+        for tensor in self.initializers:  # field 5, length-delimited, written without joining
+            graph += [_key(5, 2) + encode_varint(len(tensor)), tensor]
         graph.append(b"".join(_bytes(11, v) for v in inputs) + b"".join(_bytes(12, v) for v in outputs))
         size = sum(len(piece) for piece in graph)
         if size >= 2**31:

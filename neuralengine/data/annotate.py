@@ -31,21 +31,20 @@ import os
 import queue
 import sys
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 # The work itself lives in annotation.py; its names are also available from here.
-from neuralengine.data.annotation import (ALL_MOVES_MULTIPV, FORMAT, Settings, ShardStats, Summary, Task, TaskFeed,
-                                          annotate_lines, count_lines, infer_split, is_done, iter_tasks,
-                                          prepare_output, run_task, shard_metadata, shard_paths, start_engine,
+from neuralengine.data.annotation import (ALL_MOVES_MULTIPV, FORMAT, EngineSlot, Settings, ShardStats, Summary, Task,
+                                          TaskFeed, annotate_lines, annotate_shard, count_lines, infer_split,
+                                          is_done, iter_tasks, prepare_output, shard_metadata, shard_paths,
                                           write_shard_files)
 from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 
-__all__ = ["ALL_MOVES_MULTIPV", "FORMAT", "Settings", "ShardStats", "Summary", "Task", "TaskFeed", "annotate",
-           "annotate_lines", "count_lines", "default_workers", "infer_split", "is_done", "iter_tasks", "main",
-           "prepare_output", "run_task", "shard_metadata", "shard_paths", "start_engine", "write_shard_files"]
+__all__ = ["ALL_MOVES_MULTIPV", "FORMAT", "EngineSlot", "Settings", "ShardStats", "Summary", "Task", "TaskFeed",
+           "annotate", "annotate_lines", "annotate_shard", "count_lines", "default_workers", "infer_split", "is_done",
+           "iter_tasks", "main", "prepare_output", "shard_metadata", "shard_paths", "write_shard_files"]
 
 
 # ---------------------------------------------------------------------------
@@ -55,7 +54,7 @@ __all__ = ["ALL_MOVES_MULTIPV", "FORMAT", "Settings", "ShardStats", "Summary", "
 
 def _worker(wid: int, settings: Settings, tasks: Any, results: Any) -> None:
     """Worker loop: annotate the shards it is handed until it gets ``None``."""
-    engine: Stockfish | None = None
+    slot = EngineSlot(settings.command, settings.hash_mb)
     parent = os.getppid()
     try:
         while True:
@@ -67,31 +66,23 @@ def _worker(wid: int, settings: Settings, tasks: Any, results: Any) -> None:
                 continue
             if task is None:
                 break
-            attempt = 0
-            while True:
-                def report(positions: int, action_values: int) -> None:
-                    results.put(("progress", wid, task.name, positions, action_values))
+            def report(positions: int, action_values: int) -> None:
+                results.put(("progress", wid, task.name, positions, action_values))
 
-                try:
-                    if engine is None:
-                        engine = start_engine(settings)
-                    stats = run_task(engine, task, settings, report)
-                    results.put(("done", wid, task.name, stats.positions, stats.action_values, asdict(stats)))
-                    break
-                except EngineError as exc:
-                    if engine is not None:
-                        engine.close()
-                    engine = None
-                    attempt += 1
-                    failed = attempt > settings.max_retries
-                    results.put(("failed" if failed else "restart", wid, task.name, str(exc)))
-                    if failed:
-                        break
+            def restarted(exc: EngineError) -> None:
+                results.put(("restart", wid, task.name, str(exc)))
+
+            try:
+                lines, games, stats = annotate_shard(slot, task, settings, report, restarted)
+            except EngineError as exc:
+                results.put(("failed", wid, task.name, str(exc)))
+                continue
+            write_shard_files(settings, task, lines, games, stats)
+            results.put(("done", wid, task.name, stats.positions, stats.action_values, asdict(stats)))
     except KeyboardInterrupt:
         pass
     finally:
-        if engine is not None:
-            engine.close()
+        slot.drop()
 
 
 # ---------------------------------------------------------------------------

@@ -16,10 +16,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from neuralengine.data.positions import PositionError, is_position_line, iter_position_lines, parse_position
-from neuralengine.data.stockfish import Stockfish, search_command
+from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, search_command
 
 
 #: Format tag written into every shard's JSON.
@@ -204,16 +204,24 @@ def shard_metadata(settings: Settings, task: Task, stats: ShardStats, games: lis
     }
 
 
-def run_task(engine: Stockfish, task: Task, settings: Settings, report: Any = None) -> ShardStats:
-    """Annotate one shard and write it atomically (text first, JSON last)."""
-    lines, games, stats = annotate_lines(engine, task.lines, settings, report, Path(task.source).name,
-                                         task.first_line)
-    write_shard_files(settings, task, lines, games, stats)
-    return stats
-
-
-def start_engine(settings: Settings) -> Stockfish:
-    return Stockfish(settings.command, {"Threads": 1, "Hash": settings.hash_mb})
+def annotate_shard(slot: EngineSlot, task: Task, settings: Settings, report: Any = None,
+                   on_restart: Callable[[EngineError], None] | None = None) -> tuple[list[str], list[list[Any]],
+                                                                                   ShardStats]:
+    """:func:`annotate_lines` over one shard, as every worker (process or Ray actor) runs it: a Stockfish
+    that dies is restarted and the shard redone from its start (``on_restart`` is told), up to
+    ``settings.max_retries`` times; then the :class:`EngineError` is raised."""
+    attempt = 0
+    while True:
+        try:
+            return annotate_lines(slot.get(), task.lines, settings, report, Path(task.source).name,
+                                  task.first_line)
+        except EngineError as exc:
+            slot.drop()
+            attempt += 1
+            if attempt > settings.max_retries:
+                raise
+            if on_restart is not None:
+                on_restart(exc)
 
 
 # ---------------------------------------------------------------------------

@@ -32,10 +32,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from neuralengine.data.annotation import Settings, ShardStats, Summary, Task, TaskFeed, annotate_lines, iter_tasks, \
-    prepare_output, write_shard_files
-from neuralengine.data.selfplay import GameRecord, SelfPlayConfig, game_id, play_game
-from neuralengine.data.stockfish import EngineError, Stockfish
+from neuralengine.data.annotation import Settings, ShardStats, Summary, Task, TaskFeed, annotate_shard, \
+    iter_tasks, prepare_output, write_shard_files
+from neuralengine.data.selfplay import GameRecord, SelfPlayConfig, game_id, play_with_restarts
+from neuralengine.data.stockfish import EngineError, EngineSlot
 
 #: ``--ray`` without an address: start a local cluster on this machine.
 LOCAL = "local"
@@ -95,57 +95,33 @@ class _StockfishActor:
     """One Stockfish on one CPU of the cluster (the body of the Ray actor)."""
 
     def __init__(self, command: list[str], hash_mb: int, events: Any) -> None:
-        self.command, self.hash_mb, self.events = command, hash_mb, events
-        self.engine: Stockfish | None = None
-
-    def _engine(self) -> Stockfish:
-        if self.engine is None:
-            self.engine = Stockfish(self.command, {"Threads": 1, "Hash": self.hash_mb})
-        return self.engine
-
-    def _drop_engine(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = None
+        self.slot, self.events = EngineSlot(command, hash_mb), events
 
     def where(self) -> dict[str, Any]:
+        engine = self.slot.engine
         return {"host": socket.gethostname(), "pid": os.getpid(),
-                "engine_pid": self.engine.process.pid if self.engine is not None else None}
+                "engine_pid": engine.process.pid if engine is not None else None}
 
     def _emit(self, kind: str, token: int, **info: Any) -> None:
         self.events.put_nowait((kind, token, {**self.where(), **info}))
 
     def annotate(self, task: Task, settings: Settings, token: int) -> tuple[list[str], list[list[Any]], dict]:
         """Annotate one shard; a Stockfish that dies is restarted and the shard redone."""
-        attempt = 0
-        while True:
-            def report(positions: int, action_values: int) -> None:
-                self._emit("progress", token, shard=task.name, positions=positions, action_values=action_values)
+        def report(positions: int, action_values: int) -> None:
+            self._emit("progress", token, shard=task.name, positions=positions, action_values=action_values)
 
-            try:
-                lines, games, stats = annotate_lines(self._engine(), task.lines, settings, report,
-                                                     Path(task.source).name, task.first_line)
-                return lines, games, asdict(stats)
-            except EngineError as exc:
-                self._drop_engine()
-                attempt += 1
-                if attempt > settings.max_retries:
-                    raise
-                self._emit("restart", token, shard=task.name, reason=str(exc))
+        def restarted(exc: EngineError) -> None:
+            self._emit("restart", token, shard=task.name, reason=str(exc))
+
+        lines, games, stats = annotate_shard(self.slot, task, settings, report, restarted)
+        return lines, games, asdict(stats)
 
     def play(self, cfg: SelfPlayConfig, index: int) -> GameRecord:
         """Play one self-play game; a Stockfish that dies is restarted and the game replayed."""
-        for attempt in range(4):
-            try:
-                return play_game(self._engine(), cfg, index)
-            except EngineError:
-                self._drop_engine()
-                if attempt == 3:
-                    raise
-        raise AssertionError("unreachable")
+        return play_with_restarts(self.slot, cfg, index)
 
     def close(self) -> None:
-        self._drop_engine()
+        self.slot.drop()
 
 
 _ACTOR_CLASS: Any = None

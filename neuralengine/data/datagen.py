@@ -35,8 +35,8 @@ import chess
 import chess.pgn
 
 from neuralengine.data.positions import PositionError, format_position, is_position_line, parse_position
-from neuralengine.data.selfplay import POLICIES, GameRecord, SelfPlayConfig, game_id, play_game
-from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
+from neuralengine.data.selfplay import POLICIES, GameRecord, SelfPlayConfig, game_id, play_with_restarts
+from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
 
 SPLITS = ("train", "test")
@@ -194,32 +194,19 @@ def select_positions(boards: Sequence[chess.Board], gid: str, seed: int, min_ply
 # Self-play workers
 # ---------------------------------------------------------------------------
 
-_ENGINE: Stockfish | None = None
+_SLOT: EngineSlot | None = None
 _CONFIG: SelfPlayConfig | None = None
-_COMMAND: list[str] = []
 
 
 def _init_worker(command: list[str], cfg: SelfPlayConfig) -> None:
-    global _COMMAND, _CONFIG
-    _COMMAND, _CONFIG = command, cfg
+    global _SLOT, _CONFIG
+    _SLOT, _CONFIG = EngineSlot(command, cfg.hash_mb), cfg
 
 
 def _play(index: int) -> GameRecord:
     """Play one game in a worker; restart Stockfish and replay if it dies."""
-    global _ENGINE
-    assert _CONFIG is not None
-    for attempt in range(4):
-        try:
-            if _ENGINE is None:
-                _ENGINE = Stockfish(_COMMAND, {"Threads": 1, "Hash": _CONFIG.hash_mb})
-            return play_game(_ENGINE, _CONFIG, index)
-        except EngineError:
-            if _ENGINE is not None:
-                _ENGINE.close()
-            _ENGINE = None
-            if attempt == 3:
-                raise
-    raise AssertionError("unreachable")
+    assert _SLOT is not None and _CONFIG is not None
+    return play_with_restarts(_SLOT, _CONFIG, index)
 
 
 def run_selfplay(command: list[str], cfg: SelfPlayConfig, games: int, workers: int,
@@ -234,10 +221,8 @@ def run_selfplay(command: list[str], cfg: SelfPlayConfig, games: int, workers: i
             for i in todo:
                 yield _play(i)
         finally:
-            global _ENGINE
-            if _ENGINE is not None:
-                _ENGINE.close()
-                _ENGINE = None
+            if _SLOT is not None:
+                _SLOT.drop()
         return
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import chess
 
-from neuralengine.data.stockfish import SearchResult, Stockfish
+from neuralengine.data.stockfish import EngineError, EngineSlot, SearchResult, Stockfish
 from neuralengine.data.text import score_to_win_prob
 
 POLICIES = ("multipv", "skill", "elo")
@@ -174,3 +174,16 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> GameRecord:
     outcome = board.outcome(claim_draw=True)
     return GameRecord(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
                       (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()))
+
+
+def play_with_restarts(slot: EngineSlot, cfg: SelfPlayConfig, index: int, attempts: int = 4) -> GameRecord:
+    """:func:`play_game` as every self-play worker (process or Ray actor) runs it: a Stockfish that dies is
+    restarted and the game replayed, up to ``attempts`` tries; then the :class:`EngineError` is raised."""
+    for attempt in range(attempts):
+        try:
+            return play_game(slot.get(), cfg, index)
+        except EngineError:
+            slot.drop()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -321,3 +321,21 @@ class Stockfish:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EngineSlot:
+    """One Stockfish (``Threads 1``), started when first needed; :meth:`drop` closes it after a failure."""
+
+    def __init__(self, command: list[str], hash_mb: int) -> None:
+        self.command, self.hash_mb = command, hash_mb
+        self.engine: Stockfish | None = None
+
+    def get(self) -> Stockfish:
+        if self.engine is None:
+            self.engine = Stockfish(self.command, {"Threads": 1, "Hash": self.hash_mb})
+        return self.engine
+
+    def drop(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
