@@ -4,7 +4,9 @@ Two engines started together (lichess-bot with ``concurrency: 2``, a
 tournament) can export the same ONNX graph or convert the same checkpoint at
 the same moment. :func:`atomic_path` gives each writer its own temporary file
 beside the target and renames it into place, so readers see either the old
-file or a complete new one; :func:`file_lock` lets the second process wait
+file or a complete new one (:func:`write_bytes` and :func:`write_text` for
+whole files); :func:`remove_stale_temps` is the one cleaner of what killed
+writers left; :func:`file_lock` lets the second process wait
 for the first and reuse its result instead of redoing the work.
 """
 
@@ -12,12 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-#: Temporary files are named ``.<target name>.<random>.tmp``.
+#: Every temporary file that this package writes is named
+#: ``.<target name>.<writer pid>.<random>.tmp`` and lives beside its target.
+#: The pid lets :func:`remove_stale_temps` tell a dead writer's leftovers
+#: from the file of a run that is still writing.
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 def _umask() -> int:
@@ -26,31 +33,83 @@ def _umask() -> int:
     return mask
 
 
+def temp_path(target: str | os.PathLike[str]) -> Path:
+    """A new, empty, uniquely named temporary file beside ``target`` (see :data:`TEMP_SUFFIX`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """A fresh temporary path in the target's folder, flushed to disk and
     renamed onto ``target`` on success.
 
-    The temporary name is unique (:func:`tempfile.mkstemp`), so concurrent
+    The temporary name is unique and carries the writer's pid, so concurrent
     writers never share it. If the block raises, the temporary file is
-    removed and ``target`` is left as it was. The file gets the usual
+    removed and ``target`` is left as it was. The block may write the path in
+    place or replace it with a new file; either way the result gets the usual
     permissions (``0o666`` less the umask), not mkstemp's private ``0o600``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_path(target)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash never leaves a torn file
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # after the block: a writer may have replaced the file
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``target`` atomically (see :func:`atomic_path`)."""
+    write_bytes(target, text.encode(encoding))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or cannot be asked: keep its files
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files in ``folder`` that a dead writer left behind.
+
+    Only names of this module's scheme are touched, and only when the pid in
+    the name is not a running process on this machine: the temporary files of
+    another run that is still writing into the same folder stay. Returns what
+    was removed.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        found = _TEMP_NAME.match(path.name)
+        if found is None or _pid_alive(int(found["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
