@@ -1,7 +1,13 @@
 """Bit-exact encoding of DeepMind's searchless-chess inputs and outputs.
 
-* :func:`tokenize` turns a FEN into the 77 tokens the model reads.
-* :data:`ACTIONS` is the 1968-move action table in DeepMind's generation order.
+* :func:`tokenize` turns a FEN into the 77 tokens the model reads;
+  :func:`model_fen` is the FEN the model is shown for a board (counters
+  clamped, Chess960 castling rights in ``KQkq`` notation) and
+  :func:`tokenize_board` tokenizes it.
+* :data:`ACTIONS` is the 1968-move action table in DeepMind's generation order;
+  :func:`move_action` is a legal move's index (Chess960 castling included) and
+  :func:`legal_actions` lists a board's legal moves in action-index order, the
+  order every part of the package uses.
 * Return buckets: the 128 (or K) win-probability bins, their centres, and the
   conversions between win probability and centipawns.
 
@@ -89,19 +95,38 @@ def square_token_index(square: int) -> int:
     return 1 + (7 - rank) * 8 + file
 
 
-def tokenize_board(board: chess.Board) -> np.ndarray:
-    """Tokenize ``board.fen()``, clamping move counters to three digits.
+def model_fen(board: chess.Board) -> str:
+    """The FEN the network reads for ``board``.
 
-    DeepMind's tokenizer fails on counters of 1000 or more; a real game can
-    reach them, so the engine clamps them to 999 instead of failing.
+    This is python-chess ``board.fen()`` (DeepMind's normalisation), with the
+    move counters clamped to 999 (DeepMind's tokenizer has three digits for
+    each and fails on more; a real game can reach them) and, for Chess960
+    positions, the castling rights written as ``KQkq`` by the side of the
+    king the rook stands on: the tokenizer has no Shredder/X-FEN letters, so
+    a 960 position is shown to the model as the nearest standard one.
     """
-    fen = board.fen()
-    if board.halfmove_clock > 999 or board.fullmove_number > 999:
-        parts = fen.split(" ")
-        parts[4] = str(min(board.halfmove_clock, 999))
-        parts[5] = str(min(board.fullmove_number, 999))
-        fen = " ".join(parts)
-    return tokenize(fen)
+    parts = board.fen().split(" ")
+    if any(c not in "KQkq-" for c in parts[2]):
+        rights = ""
+        for color, king_side, queen_side in ((chess.WHITE, "K", "Q"), (chess.BLACK, "k", "q")):
+            king = board.king(color)
+            rooks = board.clean_castling_rights() & board.occupied_co[color] & chess.BB_BACKRANKS
+            if king is None:
+                continue
+            files = [chess.square_file(sq) for sq in chess.scan_forward(rooks)]
+            if any(f > chess.square_file(king) for f in files):
+                rights += king_side
+            if any(f < chess.square_file(king) for f in files):
+                rights += queen_side
+        parts[2] = rights or "-"
+    parts[4] = str(min(board.halfmove_clock, 999))
+    parts[5] = str(min(board.fullmove_number, 999))
+    return " ".join(parts)
+
+
+def tokenize_board(board: chess.Board) -> np.ndarray:
+    """The 77 tokens of :func:`model_fen` of ``board``."""
+    return tokenize(model_fen(board))
 
 
 # --------------------------------------------------------------------------
@@ -156,9 +181,26 @@ def move_to_action(move: chess.Move | str) -> int:
     return MOVE_TO_ACTION[move if isinstance(move, str) else move.uci()]
 
 
+def move_action(board: chess.Board, move: chess.Move) -> int:
+    """Action index of a legal ``move`` of ``board``.
+
+    Castling is king-to-g/c-file in DeepMind's table (``e1g1``). python-chess
+    writes Chess960 castling as king-takes-rook; when the king and rook stand
+    on their standard squares that is translated back, otherwise the
+    king-to-rook move (also in the table) stands for it.
+    """
+    uci = move.uci()
+    if board.chess960 and board.is_castling(move):
+        king_file = chess.square_file(move.from_square)
+        rook_file = chess.square_file(move.to_square)
+        if king_file == 4 and rook_file in (0, 7):
+            uci = uci[:2] + ("g" if rook_file == 7 else "c") + uci[3]
+    return MOVE_TO_ACTION[uci]
+
+
 def legal_actions(board: chess.Board) -> tuple[list[chess.Move], np.ndarray]:
-    """Legal moves of ``board`` sorted by action index, and their indices."""
-    pairs = sorted((MOVE_TO_ACTION[m.uci()], m) for m in board.legal_moves)
+    """Legal moves of ``board`` sorted by action index (:func:`move_action`), and their indices."""
+    pairs = sorted((move_action(board, m), m) for m in board.legal_moves)
     return [m for _, m in pairs], np.fromiter((a for a, _ in pairs), dtype=np.int64, count=len(pairs))
 
 

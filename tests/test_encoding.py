@@ -20,6 +20,8 @@ from neuralengine.encoding import (
     cp_to_win_prob,
     expected_win_prob,
     legal_actions,
+    model_fen,
+    move_action,
     move_to_action,
     tokenize,
     tokenize_board,
@@ -239,6 +241,38 @@ def test_every_legal_move_of_random_games_is_in_the_table() -> None:
     # The games really exercised the rare move kinds.
     assert positions > 4_000
     assert seen_promotions > 20 and seen_castles > 2
+
+
+def test_chess960_castling_takes_the_table_index_of_its_king_move() -> None:
+    # python-chess writes Chess960 castling as king-takes-rook (e1h1, itself an action of the
+    # table); with king and rook on their standard squares it is DeepMind's e1g1.
+    board = chess.Board("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1", chess960=True)
+    moves, actions = legal_actions(board)
+    by_move = {m.uci(): int(a) for m, a in zip(moves, actions)}
+    assert by_move["e1h1"] == MOVE_TO_ACTION["e1g1"] and by_move["e1a1"] == MOVE_TO_ACTION["e1c1"]
+    assert actions.tolist() == sorted(actions.tolist()) and len(set(actions.tolist())) == len(moves)
+    assert move_action(board, chess.Move.from_uci("e1h1")) == 102
+    # Elsewhere the king-to-rook move stands for castling; every index is still distinct.
+    board = chess.Board("1r4kr/8/8/8/8/8/8/1R4KR w Hh - 0 1", chess960=True)
+    moves, actions = legal_actions(board)
+    castle = chess.Move.from_uci("g1h1")
+    assert board.is_castling(castle) and castle in moves
+    assert int(actions[moves.index(castle)]) == MOVE_TO_ACTION["g1h1"]
+    assert set(moves) == set(board.legal_moves) and len(set(actions.tolist())) == len(moves)
+
+
+def test_chess960_rights_are_shown_as_kqkq() -> None:
+    # X-FEN names an inner rook by its file (C: the c1 rook, not the a1 one); the
+    # tokenizer knows only KQkq, so the model sees the side the rook stands on.
+    board = chess.Board("4k3/8/8/8/8/8/8/R1R1K3 w C - 0 1", chess960=True)
+    assert board.fen().split(" ")[2] == "C"
+    assert model_fen(board) == "4k3/8/8/8/8/8/8/R1R1K3 w Q - 0 1"
+    assert tokenize_board(board).tolist() == tokenize(model_fen(board)).tolist()
+    board = chess.Board("r1r1k3/8/8/8/8/8/8/R1R1K2R w HCc - 0 1", chess960=True)
+    assert model_fen(board).split(" ")[2] == "KQq"
+    # A position python-chess already writes as KQkq is its FEN, counters clamped.
+    board = chess.Board("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 1200 1500", chess960=True)
+    assert model_fen(board) == "r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 999 999"
 
 
 def test_non_promotion_moves_to_the_last_rank_are_never_legal() -> None:
