@@ -15,13 +15,12 @@ import subprocess
 from pathlib import Path
 
 import chess
-import numpy as np
 import pytest
 
 from neuralengine.benchmarks.speed import ALL_BACKENDS, available_backends
 from neuralengine.benchmarks.suite import load_suite
-from neuralengine.encoding import tokenize
-from neuralengine.engine import Engine, candidate_moves, model_fen
+from neuralengine.encoding import legal_actions, tokenize, tokenize_board
+from neuralengine.engine import Engine
 
 SUITE = load_suite()
 FENS = [p.fen for p in SUITE]
@@ -43,7 +42,7 @@ def test_tokenize_suite(benchmark) -> None:  # type: ignore[no-untyped-def]
 
 def test_legal_actions_suite(benchmark) -> None:  # type: ignore[no-untyped-def]
     boards = [chess.Board(fen) for fen in FENS]
-    found = benchmark(lambda: [candidate_moves(b) for b in boards])
+    found = benchmark(lambda: [legal_actions(b) for b in boards])
     benchmark.extra_info["moves"] = sum(len(m) for m, _ in found)
 
 
@@ -57,9 +56,9 @@ def test_evaluate_one_position(benchmark, bench_models: dict[str, Path], backend
 
     model = create_backend(bench_models[attention], backend, threads=1)
     board = chess.Board(POSITION)
-    moves, actions = candidate_moves(board)
-    tokens = tokenize(model_fen(board))[None, :]
-    acts = np.asarray(actions, dtype=np.int64)[None, :]
+    moves, actions = legal_actions(board)
+    tokens = tokenize_board(board)[None, :]
+    acts = actions[None, :]
     model.evaluate(tokens, acts)  # warm-up
     out = benchmark(model.evaluate, tokens, acts)
     assert out.shape[:2] == (1, len(moves))
@@ -76,7 +75,7 @@ def test_engine_move(benchmark, bench_models: dict[str, Path], backend: str,  # 
     need(backend)
     engine = Engine.open(bench_models[attention], backend, 1)
     board = chess.Board(POSITION)
-    result = benchmark(engine.search, board)
+    result = benchmark(engine.choose_move, board)
     assert result.bestmove in board.legal_moves
     benchmark.extra_info["nodes"] = result.nodes
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"position  {board.fen()}")
     print(f"model     {engine.describe()}")
-    result = engine.search(board)
+    result = engine.choose_move(board)
     if result.bestmove is None:
         print("game over: " + ("checkmate" if board.is_checkmate() else "stalemate") + "; no legal moves")
         return 0

@@ -40,7 +40,7 @@ from neuralengine import __version__
 if TYPE_CHECKING:
     import chess
 
-    from neuralengine.engine import Engine, SearchResult
+    from neuralengine.engine import Engine, MoveChoice
 
 ENGINE_NAME = f"neuralengine {__version__}"
 ENGINE_AUTHOR = "the neuralengine authors"
@@ -674,8 +674,8 @@ class SearchJob(threading.Thread):
         with self.lock:
             self.needed = engine.predicted_seconds(board)
             self._set_deadline()  # the time-trouble rule needs the engine's speed
-        result = engine.search(board, control=self.control, nodes=self.params.nodes, searchmoves=searchmoves,
-                               ponder=bool(self.option("Ponder")))
+        result = engine.choose_move(board, control=self.control, nodes=self.params.nodes, searchmoves=searchmoves,
+                                    ponder=bool(self.option("Ponder")))
         self._report(result)
         self._finish(result.bestmove, result.ponder)
 
@@ -713,7 +713,7 @@ class SearchJob(threading.Thread):
                 return
         self._unevaluated(reason, moves[0], "cp 0")
 
-    def _report(self, result: SearchResult) -> None:
+    def _report(self, result: MoveChoice) -> None:
         board = self.board
         elapsed = self._elapsed()
         time_ms = int(elapsed * 1000)

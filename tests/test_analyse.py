@@ -41,7 +41,7 @@ def test_start_position_lists_every_move_ranked(tiny_weights: Path, capsys: pyte
     assert pcts == sorted(pcts, reverse=True)
     # The same ranking as the engine's own.
     engine = Engine.open(tiny_weights, "onnx", warm_up=False)
-    assert [r[1] for r in table] == [s.move.uci() for s in engine.search(board).ranked]
+    assert [r[1] for r in table] == [s.move.uci() for s in engine.choose_move(board).ranked]
 
 
 def test_fen_moves_top_and_mate(tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,8 @@ from neuralengine.encoding import (
     bucket_values,
     expected_win_prob,
     legal_actions,
+    model_fen,
+    move_action,
     tokenize,
     tokenize_board,
     win_prob_to_bucket,
@@ -35,9 +37,7 @@ from neuralengine.engine import (
     Engine,
     LatencyModel,
     SearchControl,
-    candidate_moves,
-    model_fen,
-    move_action,
+    mate_in_one,
     sample_softmax,
     static_fallback,
     time_budget,
@@ -101,7 +101,7 @@ def engine(tiny_weights: Path) -> Engine:
 
 def test_action_value_scores_are_the_expected_bucket_values(engine: Engine, tiny_weights: Path) -> None:
     board = board_after(["e2e4", "c7c5", "g1f3"])
-    result = engine.search(board)
+    result = engine.choose_move(board)
     # Independent computation with the PyTorch backend.
     reference = create_backend(tiny_weights, "torch-cpu")
     moves, actions = legal_actions(board)
@@ -123,7 +123,7 @@ def test_one_call_per_position_split_only_above_batch_size() -> None:
     backend = ScriptedBackend(lambda a: 0.3)
     engine = Engine(backend)
     board = chess.Board()
-    engine.search(board)
+    engine.choose_move(board)
     assert len(backend.calls) == 1
     boards_shape, actions_shape, actions = backend.calls[0]
     assert boards_shape == (1, 77) and actions_shape == (1, 20)
@@ -131,7 +131,7 @@ def test_one_call_per_position_split_only_above_batch_size() -> None:
 
     backend.calls.clear()
     engine.batch_size = 8
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert [c[1] for c in backend.calls] == [(1, 8), (1, 8), (1, 4)]
     assert sum((c[2] for c in backend.calls), []) == actions
     assert result.nodes == 20 and result.complete
@@ -139,10 +139,10 @@ def test_one_call_per_position_split_only_above_batch_size() -> None:
 
 def test_batch_size_does_not_change_scores(engine: Engine) -> None:
     board = board_after(["d2d4", "d7d5", "c2c4"])
-    full = {s.move: s.win_prob for s in engine.search(board).ranked}
+    full = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
     engine.batch_size = 3
     try:
-        chunked = {s.move: s.win_prob for s in engine.search(board).ranked}
+        chunked = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
     finally:
         engine.batch_size = 256
     assert chunked.keys() == full.keys()
@@ -154,7 +154,7 @@ def test_state_value_scores_one_minus_child_value(tmp_path: Path) -> None:
     path = write_model(tmp_path, preset("tiny", kind="state_value"), seed=3, onnx=False)
     engine = Engine.open(path, "torch-cpu", warm_up=False)
     board = board_after(["e2e4", "e7e5"])
-    result = engine.search(board)
+    result = engine.choose_move(board)
     model = create_backend(path, "torch-cpu")
     moves, _ = legal_actions(board)
     assert result.nodes == len(moves)
@@ -169,7 +169,7 @@ def test_behavioral_cloning_policy_is_renormalised_over_legal_moves(tmp_path: Pa
     path = write_model(tmp_path, preset("tiny", kind="behavioral_cloning"), seed=4, onnx=False)
     engine = Engine.open(path, "torch-cpu", warm_up=False)
     board = board_after(["g1f3"])
-    result = engine.search(board)
+    result = engine.choose_move(board)
     logits = create_backend(path, "torch-cpu").evaluate(tokenize(board.fen())[None])[0].astype(np.float64)
     moves, actions = legal_actions(board)
     legal = np.exp(logits[actions] - logits[actions].max())
@@ -187,7 +187,7 @@ def test_behavioral_cloning_policy_is_renormalised_over_legal_moves(tmp_path: Pa
 
 def test_move_allowing_threefold_claim_scores_exactly_half(engine: Engine) -> None:
     board = board_after(REPETITION_MOVES)
-    result = engine.search(board)
+    result = engine.choose_move(board)
     by_move = {s.move: s for s in result.ranked}
     repeat = chess.Move.from_uci("f3g1")
     assert by_move[repeat].win_prob == 0.5 and by_move[repeat].rule == "draw"
@@ -203,7 +203,7 @@ def test_move_allowing_threefold_claim_scores_exactly_half(engine: Engine) -> No
             assert scored.win_prob == scored.model_win_prob
     # Without the history the same position has no repetition.
     fresh = chess.Board(board.fen())
-    assert all(s.rule is None for s in engine.search(fresh).ranked)
+    assert all(s.rule is None for s in engine.choose_move(fresh).ranked)
 
 
 def test_repetition_rule_changes_the_choice() -> None:
@@ -211,21 +211,21 @@ def test_repetition_rule_changes_the_choice() -> None:
     repeat = MOVE_TO_ACTION["f3g1"]
     engine = Engine(ScriptedBackend(lambda a: 0.9 if a == repeat else 0.6))
     board = board_after(REPETITION_MOVES)
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.bestmove != chess.Move.from_uci("f3g1")
     assert result.ranked[0].win_prob == pytest.approx(centre(0.6))
     # A losing side prefers the draw.
     engine = Engine(ScriptedBackend(lambda a: 0.1))
-    assert engine.search(board).bestmove == chess.Move.from_uci("f3g1")
+    assert engine.choose_move(board).bestmove == chess.Move.from_uci("f3g1")
 
 
 def test_stalemating_move_scores_half() -> None:
     # Qb6?? stalemates the king on a8; the network is told it wins.
     board = chess.Board("k7/8/2Q5/8/8/8/8/K7 w - - 0 1")
     engine = Engine(ScriptedBackend(lambda a: 0.95 if a == MOVE_TO_ACTION["c6b6"] else 0.7))
-    by_move = {s.move.uci(): s for s in engine.search(board).ranked}
+    by_move = {s.move.uci(): s for s in engine.choose_move(board).ranked}
     assert by_move["c6b6"].rule == "draw" and by_move["c6b6"].win_prob == 0.5
-    assert engine.search(board).bestmove.uci() != "c6b6"
+    assert engine.choose_move(board).bestmove.uci() != "c6b6"
 
 
 @pytest.mark.parametrize("clock", [99, 120, 149, 200])
@@ -235,7 +235,7 @@ def test_fifty_and_seventy_five_move_rules_score_half(clock: int) -> None:
     # drawn); the pawn move resets the clock and stays with the network.
     board = chess.Board(f"4k3/8/8/8/8/8/P7/R3K3 w - - {clock} 80")
     engine = Engine(ScriptedBackend(lambda a: 0.9))
-    result = engine.search(board)
+    result = engine.choose_move(board)
     by_move = {s.move.uci(): s for s in result.ranked}
     assert len(by_move) == board.legal_moves.count()
     for uci, scored in by_move.items():
@@ -246,13 +246,13 @@ def test_fifty_and_seventy_five_move_rules_score_half(clock: int) -> None:
     assert result.bestmove.uci() in ("a2a3", "a2a4")
     # One ply earlier nothing is decided yet.
     early = chess.Board("4k3/8/8/8/8/8/P7/R3K3 w - - 98 80")
-    assert all(s.rule is None for s in engine.search(early).ranked)
+    assert all(s.rule is None for s in engine.choose_move(early).ranked)
 
 
 def test_a_losing_side_takes_the_fifty_move_draw() -> None:
     board = chess.Board("4k3/8/8/8/8/8/p7/r3K3 w - - 99 80")  # White, a rook and a pawn down
     engine = Engine(ScriptedBackend(lambda a: 0.1))
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.ranked[0].rule == "draw" and result.ranked[0].win_prob == 0.5
 
 
@@ -261,27 +261,27 @@ def test_mate_in_one_is_played_even_when_the_network_prefers_another() -> None:
     backend = ScriptedBackend(lambda a: 0.05 if a == mate else 0.8 if a == MOVE_TO_ACTION["a1a5"] else 0.4)
     engine = Engine(backend)
     board = chess.Board(BACK_RANK_MATE)
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.bestmove == chess.Move.from_uci("a1a8")
     top = result.ranked[0]
     assert top.rule == "mate" and top.mate == 1 and top.win_prob == 1.0 and top.wdl == (1000, 0, 0)
     assert top.model_win_prob == pytest.approx(centre(0.05))
     # Sampling never overrides the mate either.
     engine.temperature = 10.0
-    assert all(engine.search(board).bestmove.uci() == "a1a8" for _ in range(20))
+    assert all(engine.choose_move(board).bestmove.uci() == "a1a8" for _ in range(20))
     # With the rule off the network decides.
     engine = Engine(backend, mate_rule=False)
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.bestmove.uci() == "a1a5"
     assert all(s.mate is None for s in result.ranked)
 
 
 def test_mate_rule_with_the_real_model(engine: Engine) -> None:
     board = chess.Board(BACK_RANK_MATE)
-    assert engine.search(board).bestmove.uci() == "a1a8"
+    assert engine.choose_move(board).bestmove.uci() == "a1a8"
     engine.mate_rule = False
     try:
-        result = engine.search(board)
+        result = engine.choose_move(board)
     finally:
         engine.mate_rule = True
     assert next(s for s in result.ranked if s.move.uci() == "a1a8").rule is None
@@ -289,9 +289,9 @@ def test_mate_rule_with_the_real_model(engine: Engine) -> None:
 
 def test_game_over_has_no_move(engine: Engine) -> None:
     mated = board_after(["f2f3", "e7e5", "g2g4", "d8h4"])
-    assert engine.search(mated).bestmove is None
+    assert engine.choose_move(mated).bestmove is None
     stalemate = chess.Board("k7/8/1Q6/8/8/8/8/K7 b - - 0 1")
-    assert engine.search(stalemate).bestmove is None
+    assert engine.choose_move(stalemate).bestmove is None
 
 
 # --------------------------------------------------------------------------
@@ -302,26 +302,26 @@ def test_game_over_has_no_move(engine: Engine) -> None:
 def test_ties_go_to_the_lowest_action_index() -> None:
     engine = Engine(ScriptedBackend(lambda a: 0.5))
     board = chess.Board()
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.bestmove.uci() == "b1a3"  # action 45, the lowest legal one
     assert [s.action for s in result.ranked] == sorted(s.action for s in result.ranked)
     # A tie between two top moves that are not the lowest indices overall.
     top = {MOVE_TO_ACTION["e2e4"], MOVE_TO_ACTION["d2d4"]}
     engine = Engine(ScriptedBackend(lambda a: 0.7 if a in top else 0.2))
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert [s.move.uci() for s in result.ranked[:2]] == ["d2d4", "e2e4"]  # 288 before 317
 
 
 def test_searchmoves_restricts_the_candidates(engine: Engine) -> None:
     board = chess.Board()
-    full = {s.move: s.win_prob for s in engine.search(board).ranked}
+    full = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
     subset = [chess.Move.from_uci(m) for m in ("a2a3", "h2h4", "g1f3")]
-    result = engine.search(board, searchmoves=subset)
+    result = engine.choose_move(board, searchmoves=subset)
     assert {s.move for s in result.ranked} == set(subset)
     assert result.nodes == 3
     assert result.bestmove == max(subset, key=lambda m: full[m])
     # Only illegal moves: every legal move is searched.
-    result = engine.search(board, searchmoves=[chess.Move.from_uci("e2e5")])
+    result = engine.choose_move(board, searchmoves=[chess.Move.from_uci("e2e5")])
     assert result.nodes == 20
 
 
@@ -331,20 +331,20 @@ def test_a_nodes_limit_still_evaluates_every_move(nodes: int) -> None:
     # plays the move an unlimited search plays, and nodes counts the moves scored.
     backend = ScriptedBackend(lambda a: a / 2000)
     engine = Engine(backend)
-    result = engine.search(chess.Board(), nodes=nodes)
+    result = engine.choose_move(chess.Board(), nodes=nodes)
     assert result.nodes == 20 and result.complete and result.fallback is None
     assert [len(c[2]) for c in backend.calls] == [20]
     assert result.bestmove.uci() == "h2h3"  # the best of all 20 (h2h4 shares its bucket, ties go to h2h3)
-    assert [s.move for s in result.ranked] == [s.move for s in engine.search(chess.Board()).ranked]
+    assert [s.move for s in result.ranked] == [s.move for s in engine.choose_move(chess.Board()).ranked]
     # With searchmoves, the limit applies to the chosen moves alone.
     only = [chess.Move.from_uci(m) for m in ("a2a3", "b1c3", "g1f3")]
-    limited = engine.search(chess.Board(), nodes=nodes, searchmoves=only)
+    limited = engine.choose_move(chess.Board(), nodes=nodes, searchmoves=only)
     assert limited.nodes == 3 and limited.bestmove.uci() == "a2a3"
 
 
 def test_ranking_lists_every_move_once(engine: Engine) -> None:
     board = board_after(["e2e4", "e7e5", "g1f3", "b8c6", "f1b5"])
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert len(result.ranked) == board.legal_moves.count()
     assert len({s.move for s in result.ranked}) == len(result.ranked)
 
@@ -373,7 +373,7 @@ def test_temperature_sampling_is_seeded_and_plays_good_moves() -> None:
 
     def play(seed: int, n: int) -> list[str]:
         engine = Engine(backend, temperature=0.05, seed=seed)
-        return [engine.search(chess.Board()).bestmove.uci() for _ in range(n)]
+        return [engine.choose_move(chess.Board()).bestmove.uci() for _ in range(n)]
 
     first = play(11, 150)
     assert first == play(11, 150)
@@ -384,21 +384,21 @@ def test_temperature_sampling_is_seeded_and_plays_good_moves() -> None:
     assert counts["e2e4"] + counts["d2d4"] + counts["c2c4"] >= 145
     # The chosen move leads the ranking.
     engine = Engine(backend, temperature=0.05, seed=3)
-    result = engine.search(chess.Board())
+    result = engine.choose_move(chess.Board())
     assert result.ranked[0].move == result.bestmove and result.temperature == 0.05
 
 
 def test_zero_temperature_is_deterministic_and_temperature_moves_limit(engine: Engine) -> None:
     board = chess.Board()
-    assert len({engine.search(board).bestmove for _ in range(5)}) == 1
+    assert len({engine.choose_move(board).bestmove for _ in range(5)}) == 1
     values = {MOVE_TO_ACTION["e2e4"]: 0.52, MOVE_TO_ACTION["d2d4"]: 0.51}
     scripted = Engine(ScriptedBackend(lambda a: values.get(a, 0.5)), temperature=1.0, temperature_moves=5, seed=1)
     late = chess.Board()
     late.fullmove_number = 6
     assert scripted.effective_temperature(late) == 0.0
-    assert {scripted.search(late).bestmove.uci() for _ in range(10)} == {"e2e4"}
+    assert {scripted.choose_move(late).bestmove.uci() for _ in range(10)} == {"e2e4"}
     assert scripted.effective_temperature(board) == 1.0
-    assert len({scripted.search(board).bestmove for _ in range(30)}) > 3
+    assert len({scripted.choose_move(board).bestmove for _ in range(30)}) > 3
 
 
 # --------------------------------------------------------------------------
@@ -411,11 +411,11 @@ def test_no_time_plays_a_fallback_at_once() -> None:
     engine = Engine(backend)
     engine.warm_up()
     backend.calls.clear()
-    result = engine.search(chess.Board(), control=SearchControl(time.monotonic()))
+    result = engine.choose_move(chess.Board(), control=SearchControl(time.monotonic()))
     assert backend.calls == [] and result.nodes == 0  # no network call was started
     assert result.fallback and result.bestmove.uci() == "b1a3"
     # The fallback still plays a mate in one.
-    result = engine.search(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
+    result = engine.choose_move(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
     assert result.bestmove.uci() == "a1a8" and result.ranked[0].mate == 1
 
 
@@ -429,7 +429,7 @@ def test_no_time_plays_a_fallback_at_once() -> None:
 ])
 def test_static_fallback(fen: str, expected: str) -> None:
     board = chess.Board(fen)
-    moves, _ = candidate_moves(board)
+    moves, _ = legal_actions(board)
     assert static_fallback(board, moves).uci() == expected
     assert board.fen() == fen
 
@@ -440,6 +440,17 @@ def test_fallback_never_hangs_the_queen() -> None:
     move = Engine.fallback(board)
     board.push(move)
     assert not board.attackers(chess.BLACK, move.to_square)
+
+
+def test_mate_in_one_is_the_first_mate_in_action_order() -> None:
+    # Ra8# and Rb8#: python-chess generates b1b8 first, the action table lists a1a8 first.
+    board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/RR4K1 w - - 0 1")
+    assert mate_in_one(board) == chess.Move.from_uci("a1a8")
+    assert mate_in_one(board, [chess.Move.from_uci("b1b8"), chess.Move.from_uci("a1a2")]) == chess.Move.from_uci("b1b8")
+    assert board.fen() == "6k1/5ppp/8/8/8/8/5PPP/RR4K1 w - - 0 1" and not board.move_stack
+    assert mate_in_one(chess.Board()) is None
+    assert Engine.fallback(board) == chess.Move.from_uci("a1a8")
+    assert Engine.fallback(board_after(["f2f3", "e7e5", "g2g4", "d8h4"])) is None
 
 
 class FrozenClock(SearchControl):
@@ -473,14 +484,14 @@ def test_a_short_deadline_evaluates_every_move_or_none(batch_size: int) -> None:
         left = full * step / 20  # from no time to twice what the search needs
         engine.latency.fit(1, 0.002, 21, 0.012)
         backend.calls.clear()
-        result = engine.search(board, control=FrozenClock(left))
+        result = engine.choose_move(board, control=FrozenClock(left))
         seen.add(result.nodes)
         if result.nodes:
             assert result.nodes == 20 and result.complete and result.fallback is None
-            assert sorted(sum((c[2] for c in backend.calls), [])) == sorted(candidate_moves(board)[1])
+            assert sorted(sum((c[2] for c in backend.calls), [])) == legal_actions(board)[1].tolist()
         else:
             assert backend.calls == [] and result.fallback == "no time for an evaluation"
-            assert result.bestmove == static_fallback(board, candidate_moves(board)[0])
+            assert result.bestmove == static_fallback(board, legal_actions(board)[0])
         if abs(left - full) > 1e-9:  # exactly at the boundary, float rounding may go either way
             assert (result.nodes == 20) == (left > full)
     assert seen == {0, 20}
@@ -496,7 +507,7 @@ def test_time_trouble_budget_holds_one_search_after_a_slow_start() -> None:
             engine.latency.fit(1, 0.002, 21, 0.012)
             needed = engine.predicted_seconds(board)
             budget = time_budget(time_left=clock, overhead=overhead, needed=needed)
-            result = engine.search(board, control=FrozenClock(budget - SETUP_SECONDS - needed / 2))
+            result = engine.choose_move(board, control=FrozenClock(budget - SETUP_SECONDS - needed / 2))
             assert result.nodes == board.legal_moves.count() and result.fallback is None, (moves, clock)
     # Without room for two searches on the clock, the fallback comes at once.
     board = chess.Board()
@@ -509,7 +520,7 @@ def test_stop_before_the_search() -> None:
     engine = Engine(ScriptedBackend(lambda a: 0.5))
     control = SearchControl()
     control.stop.set()
-    result = engine.search(chess.Board(), control=control)
+    result = engine.choose_move(chess.Board(), control=control)
     assert result.nodes == 0 and result.bestmove in chess.Board().legal_moves and "stopped" in result.fallback
 
 
@@ -541,7 +552,7 @@ def test_one_slow_call_does_not_stop_evaluations_for_good(engine: Engine) -> Non
     engine.latency.scale = 1000.0                      # as after a call 1000 times slower than usual
     kinds = []
     for _ in range(12):
-        result = engine.search(board, control=SearchControl(deadline=time.monotonic() + budget))
+        result = engine.choose_move(board, control=SearchControl(deadline=time.monotonic() + budget))
         kinds.append("fallback" if result.fallback else "evaluated")
         if not result.fallback:
             break
@@ -596,12 +607,12 @@ def test_predicted_seconds_covers_the_chunks() -> None:
 
 def test_ponder_move_is_the_best_reply(engine: Engine) -> None:
     board = chess.Board()
-    result = engine.search(board, ponder=True)
+    result = engine.choose_move(board, ponder=True)
     after = board.copy()
     after.push(result.bestmove)
-    assert result.ponder == engine.search(after).bestmove
+    assert result.ponder == engine.choose_move(after).bestmove
     assert board == chess.Board()  # the board is restored
-    no_time = engine.search(board, ponder=True, control=SearchControl(time.monotonic() + 0.001))
+    no_time = engine.choose_move(board, ponder=True, control=SearchControl(time.monotonic() + 0.001))
     assert no_time.ponder is None
 
 
@@ -623,8 +634,8 @@ def test_chess960_positions_are_encoded() -> None:
     fen = model_fen(board)
     assert fen.split(" ")[2] == "KQkq"  # rooks on both sides of the king
     assert len(tokenize(fen)) == 77
-    moves, actions = candidate_moves(board)
-    assert actions == sorted(actions) and len(moves) == board.legal_moves.count()
+    moves, actions = legal_actions(board)
+    assert actions.tolist() == sorted(actions.tolist()) and len(moves) == board.legal_moves.count()
     # Standard castling written the 960 way maps to DeepMind's e1g1.
     standard = chess.Board("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1", chess960=True)
     castle = chess.Move.from_uci("e1h1")
@@ -660,7 +671,7 @@ def test_model_config_kind_is_read_from_the_weights(tmp_path: Path) -> None:
 def test_shared_board_model_scores_like_pytorch(tiny_shared_weights: Path) -> None:
     engine = Engine.open(tiny_shared_weights, "onnx")
     board = board_after(["e2e4", "e7e5", "g1f3", "b8c6"])
-    result = engine.search(board)
+    result = engine.choose_move(board)
     moves, actions = legal_actions(board)
     log_probs = create_backend(tiny_shared_weights, "torch-cpu").evaluate(tokenize_board(board)[None], actions[None])
     expected = dict(zip(moves, expected_win_prob(log_probs[0])))
@@ -728,7 +739,7 @@ def test_long_history_is_read_once_and_at_most_98_plies() -> None:
         board.push_uci(uci)
     engine = Engine(ScriptedBackend(lambda a: 0.7))
     CountingBoard.pops = 0
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.nodes == 20 and len(board.move_stack) == 2000
     for scored in result.ranked:  # knight moves keep the clock running, pawn moves reset it
         knight = board.piece_type_at(scored.move.from_square) == chess.KNIGHT
@@ -742,7 +753,7 @@ def test_long_history_is_read_once_and_at_most_98_plies() -> None:
     rules = DrawRules(board)
     assert rules.walked == 8  # the eight knight moves since e7e5 (the clock says so)
     CountingBoard.pops = 0
-    result = engine.search(board)
+    result = engine.choose_move(board)
     assert result.nodes == board.legal_moves.count()
     assert CountingBoard.pops <= 8 + 3 * board.legal_moves.count()
     # A third Nf3 repeats the position after the first two: a threefold repetition.
@@ -766,12 +777,12 @@ def test_won_positions_are_converted_by_progress_not_by_noise():
     engine = Engine(ScriptedBackend(values), seed=1)
     # White: king, queen and a pawn against a lone king; the queen shuffle d1d2 is the network's favourite.
     board = chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")
-    assert engine.search(board).bestmove.uci() in ("a2a3", "a2a4")  # a pawn move: progress
+    assert engine.choose_move(board).bestmove.uci() in ("a2a3", "a2a4")  # a pawn move: progress
     off = Engine(ScriptedBackend(values), convert_rule=False, seed=1)
-    assert off.search(board).bestmove.uci() == "d1d2"
+    assert off.choose_move(board).bestmove.uci() == "d1d2"
     # Without a pawn to push, the move that leaves the lone king the fewest replies wins the tie.
     board = chess.Board("7k/8/8/8/8/8/8/3QK3 w - - 0 1")
-    best = engine.search(board).bestmove
+    best = engine.choose_move(board).bestmove
     counts = {}
     for move in board.legal_moves:
         board.push(move)
@@ -793,7 +804,8 @@ def test_won_positions_are_converted_by_progress_not_by_noise():
         board.pop()
         board.pop()
     assert len(board.move_stack) == 4 and board.board_fen() == "7k/8/8/8/8/8/8/3QK3"
-    assert engine.search(board).bestmove != best
+    assert engine.choose_move(board).bestmove != best
     # Below the threshold nothing changes: the network's choice stands.
     low = Engine(ScriptedBackend(lambda a: 0.9 if a in shuffle else 0.6), seed=1)
-    assert low.search(chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")).bestmove.uci() == "d1d2"
+    assert low.choose_move(chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")).bestmove.uci() == "d1d2"
+

@@ -679,7 +679,7 @@ def test_playing_with_onnx_imports_no_training_code(tiny_weights: Path) -> None:
     """The inference path (engine, ONNX backend) never loads the trainer, the
     data pipeline or PyTorch."""
     code = ("import sys, chess; from neuralengine.engine import Engine; "
-            f"e = Engine.open({str(tiny_weights)!r}, backend='onnx'); e.search(chess.Board()); "
+            f"e = Engine.open({str(tiny_weights)!r}, backend='onnx'); e.choose_move(chess.Board()); "
             "print(sorted(m for m in ('torch', 'neuralengine.train', 'neuralengine.data', 'neuralengine.export', "
             "'neuralengine.benchmarks', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

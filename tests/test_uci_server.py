@@ -22,7 +22,7 @@ from typing import Iterator
 import chess
 import pytest
 
-from neuralengine.engine import MoveScore, SearchResult, time_budget
+from neuralengine.engine import MoveChoice, MoveScore, time_budget
 from neuralengine.uci import Output, UciServer, make_options, serve
 from neuralengine.weights import WeightsError
 
@@ -94,7 +94,7 @@ class FakeEngine:
     def predicted_seconds(self, board: chess.Board) -> float:
         return self.predicted
 
-    def search(self, board: chess.Board, *, control, nodes=None, searchmoves=None, ponder=False) -> SearchResult:
+    def choose_move(self, board: chess.Board, *, control, nodes=None, searchmoves=None, ponder=False) -> MoveChoice:
         with self.lock:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
@@ -109,7 +109,7 @@ class FakeEngine:
                 reply = min(board.legal_moves, key=lambda m: m.uci())
                 board.pop()
             ranked = [MoveScore(m, i, 0.5, 0.5, None) for i, m in enumerate(moves)]
-            return SearchResult(moves[0], ranked=ranked, nodes=len(moves), ponder=reply)
+            return MoveChoice(moves[0], ranked=ranked, nodes=len(moves), ponder=reply)
         finally:
             with self.lock:
                 self.running -= 1

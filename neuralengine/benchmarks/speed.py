@@ -163,12 +163,12 @@ def bench_backend(weights: str | os.PathLike[str], backend: str, positions: Sequ
                            model_summary(weights), load_s=load_s)
     boards = [(chess.Board(p.fen), p.group) for p in positions]
     for board, _ in boards[:3]:  # caches, allocations, lazy kernels
-        engine.search(board)
+        engine.choose_move(board)
     bar = Progress(f"bench {result.label} {backend}", len(boards) * passes, "pos", enabled=progress)
     for _ in range(passes):
         for board, group in boards:
             t0 = time.perf_counter()
-            found = engine.search(board)
+            found = engine.choose_move(board)
             elapsed = time.perf_counter() - t0
             result.times.append(elapsed)
             result.nodes.append(found.nodes)
