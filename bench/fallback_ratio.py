@@ -2,13 +2,14 @@
 
 The engine answers a ``go`` with one batched evaluation of every legal move.
 When the clock is too short for that it plays a fallback move (material
-sense, no network), and an engine that cuts the evaluation short plays the
-best of an arbitrary subset. This script plays games of ``neuralengine``
+sense, no network); so it does when an evaluation split into several calls
+(``BatchSize`` below the number of moves) is cut short, and it never plays
+the best of a part of the moves. This script plays games of ``neuralengine``
 against Stockfish at very short time controls (1+0 and 0.5+0 by default) and
 counts, for the engine's moves:
 
 * ``network``: every legal move was evaluated (``info nodes`` = legal moves);
-* ``partial``: some but not all were evaluated;
+* ``partial``: some but not all were evaluated (then dropped: a fallback move);
 * ``fallback``: none was (``nodes 0``).
 
 Both clocks run as a GUI runs them (the time from ``go`` to ``bestmove``

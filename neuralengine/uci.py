@@ -720,8 +720,6 @@ class SearchJob(threading.Thread):
         nps = round(result.nodes / elapsed) if elapsed > 0 else 0
         if result.fallback:
             self._info(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")  # type: ignore[arg-type]
-        elif not result.complete:
-            self._info(f"evaluated {result.nodes} of {self.board.legal_moves.count()} moves before the limit")
         if not result.ranked:
             assert result.bestmove is not None
             from neuralengine.engine import fallback_score

@@ -108,7 +108,7 @@ def test_action_value_scores_are_the_expected_bucket_values(engine: Engine, tiny
     log_probs = reference.evaluate(tokenize_board(board)[None], actions[None])
     expected = dict(zip(moves, expected_win_prob(log_probs[0])))
     assert {s.move for s in result.ranked} == set(moves)
-    assert result.nodes == len(moves) and result.complete and result.fallback is None
+    assert result.nodes == len(moves) and result.fallback is None
     for scored in result.ranked:
         assert scored.rule is None
         assert scored.win_prob == pytest.approx(expected[scored.move], abs=1e-4)
@@ -134,7 +134,7 @@ def test_one_call_per_position_split_only_above_batch_size() -> None:
     result = engine.choose_move(board)
     assert [c[1] for c in backend.calls] == [(1, 8), (1, 8), (1, 4)]
     assert sum((c[2] for c in backend.calls), []) == actions
-    assert result.nodes == 20 and result.complete
+    assert result.nodes == 20 and result.fallback is None
 
 
 def test_batch_size_does_not_change_scores(engine: Engine) -> None:
@@ -332,7 +332,7 @@ def test_a_nodes_limit_still_evaluates_every_move(nodes: int) -> None:
     backend = ScriptedBackend(lambda a: a / 2000)
     engine = Engine(backend)
     result = engine.choose_move(chess.Board(), nodes=nodes)
-    assert result.nodes == 20 and result.complete and result.fallback is None
+    assert result.nodes == 20 and result.fallback is None
     assert [len(c[2]) for c in backend.calls] == [20]
     assert result.bestmove.uci() == "h2h3"  # the best of all 20 (h2h4 shares its bucket, ties go to h2h3)
     assert [s.move for s in result.ranked] == [s.move for s in engine.choose_move(chess.Board()).ranked]
@@ -487,7 +487,7 @@ def test_a_short_deadline_evaluates_every_move_or_none(batch_size: int) -> None:
         result = engine.choose_move(board, control=FrozenClock(left))
         seen.add(result.nodes)
         if result.nodes:
-            assert result.nodes == 20 and result.complete and result.fallback is None
+            assert result.nodes == 20 and result.fallback is None
             assert sorted(sum((c[2] for c in backend.calls), [])) == legal_actions(board)[1].tolist()
         else:
             assert backend.calls == [] and result.fallback == "no time for an evaluation"
@@ -809,3 +809,41 @@ def test_won_positions_are_converted_by_progress_not_by_noise():
     low = Engine(ScriptedBackend(lambda a: 0.9 if a in shuffle else 0.6), seed=1)
     assert low.choose_move(chess.Board("7k/8/8/8/8/8/P7/3QK3 w - - 0 1")).bestmove.uci() == "d1d2"
 
+
+class ClockAfterFirstCall(FrozenClock):
+    """Plenty of time until the backend's first call returns; then the deadline has passed or ``stop`` is set."""
+
+    def __init__(self, backend: ScriptedBackend, event: str) -> None:
+        super().__init__(left=1.0)
+        inner = backend.value_of_action
+
+        def value(action: int) -> float:
+            if event == "deadline":
+                self.left = -0.001
+            else:
+                self.stop.set()
+            return inner(action)
+
+        backend.value_of_action = value
+
+
+@pytest.mark.parametrize("event", ["deadline", "stop"])
+def test_a_deadline_between_batches_never_plays_the_best_of_a_part(event: str) -> None:
+    # BatchSize 8 splits the 20 moves of the start position into three calls. The time
+    # left holds all three, but the first call ends past the deadline (or with stop set):
+    # the best of its 8 moves (b2b3 here) is no evaluation of the position, so the
+    # engine plays its documented fallback instead.
+    board = chess.Board()
+    engine, backend = scripted_with_latency(batch_size=8)
+    control = ClockAfterFirstCall(backend, event)
+    result = engine.choose_move(board, control=control)
+    assert [len(c[2]) for c in backend.calls] == [8]  # the second call never starts
+    assert result.fallback and "8 of 20" in result.fallback and result.ranked == []
+    assert result.bestmove == static_fallback(board, legal_actions(board)[0])
+    assert result.nodes == 8
+    # With a mate in one among the candidates, the mate is played, as with no time at all.
+    board = chess.Board(BACK_RANK_MATE)
+    engine, backend = scripted_with_latency(batch_size=2)
+    result = engine.choose_move(board, control=ClockAfterFirstCall(backend, event))
+    assert len(backend.calls) == 1 and result.bestmove.uci() == "a1a8"
+    assert [(s.move.uci(), s.rule) for s in result.ranked] == [("a1a8", "mate")]

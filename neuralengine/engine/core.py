@@ -34,20 +34,24 @@
    action index, or a sample from ``softmax(win_prob / T)`` when the
    temperature ``T`` > 0. In a clearly won position the conversion rule
    orders the winning moves by progress
-   (:func:`~neuralengine.engine.rules.conversion_order`). Without any
+   (:func:`~neuralengine.engine.rules.conversion_order`). Without a whole
    evaluation, :meth:`Engine._fallback_choice` plays instead (see below).
 5. **Ponder** (:meth:`Engine._ponder_move`): the expected reply, when asked
    for and one more network call fits the deadline.
 
 Time limits are deadlines on :func:`time.monotonic`
 (:class:`~neuralengine.engine.timing.SearchControl`). One evaluation of all
-candidate moves is the smallest unit of work: the engine keeps an estimate of
-its latency, and when the time left is too short for that evaluation it plays
-at once a mate in one or else a move chosen by
-:func:`~neuralengine.engine.rules.static_fallback`; it never plays the best
-of an arbitrary part of the moves. The draw rules are worked out before the
-evaluation, so that their cost is taken from the same deadline, and their
-history walk is bounded by the half-move clock.
+candidate moves is the smallest unit of work, and a move is chosen from whole
+evaluations only: the engine keeps an estimate of its latency, and when the
+time left is too short for the evaluation it plays at once a mate in one or
+else a move chosen by :func:`~neuralengine.engine.rules.static_fallback`.
+With ``BatchSize`` below the number of candidates the evaluation takes
+several network calls; should ``stop`` come or the deadline pass between
+them (the latency was mispredicted), the scores of the calls made are
+dropped and the same fallback is played. The engine never plays the best of
+a part of the moves. The draw rules are worked out before the evaluation, so
+that their cost is taken from the same deadline, and their history walk is
+bounded by the half-move clock.
 
 Nothing here knows the UCI protocol; :mod:`neuralengine.uci` drives it.
 """
@@ -271,11 +275,10 @@ class Engine:
         scores, evaluated = self._network_scores(board, moves, actions, control) if rules is not None else (None, 0)
         choice = self._choose(board, moves, actions, verdicts, scores, rules)
         if choice is None:
-            choice = self._fallback_choice(board, moves, actions, verdicts, control)
+            choice = self._fallback_choice(board, moves, actions, verdicts, control, evaluated)
         elif ponder:
             choice.ponder = self._ponder_move(board, choice.bestmove, control)
         choice.nodes = evaluated
-        choice.complete = scores is not None and len(scores) == len(moves)
         choice.time_s = time.monotonic() - start
         return choice
 
@@ -314,13 +317,15 @@ class Engine:
 
     def _network_scores(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
                         control: SearchControl) -> tuple[list[float] | None, int]:
-        """Step 3: the network's scores of the candidates, in order (``None`` without any); and how many.
+        """Step 3: the network's score of every candidate, or ``None``; and the moves the network scored.
 
-        The evaluation starts only when it is predicted to fit the deadline.
-        It is one call, or ``ceil(moves / batch_size)`` calls when
-        ``BatchSize`` is below the number of moves; between such calls,
-        ``stop`` or a deadline already passed (the latency was mispredicted)
-        ends it early.
+        All moves are evaluated, or none is used: a part of them, in action
+        order, would be an arbitrary choice. The evaluation starts only when
+        it is predicted to fit the deadline. It is one call, or
+        ``ceil(moves / batch_size)`` calls when ``BatchSize`` is below the
+        number of moves; between such calls, ``stop`` or a deadline already
+        passed (the latency was mispredicted) abandons it, and the scores of
+        the calls made are dropped (they still count as nodes).
         """
         if not self._fits(control, self.evaluation_seconds(len(moves))):
             return None, 0
@@ -334,7 +339,7 @@ class Engine:
             if scores:
                 remaining = control.remaining()
                 if control.stop.is_set() or (remaining is not None and remaining <= 0):
-                    break
+                    return None, len(scores)
             done = len(scores)
             size = min(batch, len(moves) - done)
             scores.extend(float(v) for v in self._call(board, moves[done:done + size], actions[done:done + size]))
@@ -371,7 +376,7 @@ class Engine:
         ranked: list[MoveScore] = []
         for i, move in enumerate(moves):
             rule = verdicts.get(i)
-            value = None if scores is None or i >= len(scores) else scores[i]
+            value = None if scores is None else scores[i]
             if rule == RULE_MATE and self.mate_rule:
                 ranked.append(MoveScore(move, actions[i], 1.0, value, RULE_MATE))
             elif value is None:
@@ -384,13 +389,19 @@ class Engine:
         return ranked
 
     def _fallback_choice(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
-                         verdicts: dict[int, str], control: SearchControl) -> MoveChoice:
-        """The move when nothing was evaluated: a mate in one, else :func:`static_fallback`."""
+                         verdicts: dict[int, str], control: SearchControl, evaluated: int) -> MoveChoice:
+        """The move when no whole evaluation is there: a mate in one, else :func:`static_fallback`.
+
+        ``evaluated`` counts the moves of an evaluation cut short, for the reason given.
+        """
         mates = [i for i, rule in verdicts.items() if rule == RULE_MATE]
         pick = min(mates) if mates else moves.index(static_fallback(board, moves))
         choice = MoveChoice(moves[pick])
         if control.stop.is_set():
-            choice.fallback = "stopped before any evaluation"
+            choice.fallback = (f"stopped after {evaluated} of {len(moves)} move evaluations" if evaluated
+                               else "stopped before any evaluation")
+        elif evaluated:
+            choice.fallback = f"the deadline passed after {evaluated} of {len(moves)} move evaluations"
         else:
             choice.fallback = "no time for an evaluation"
             self.latency.relax()

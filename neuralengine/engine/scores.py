@@ -75,15 +75,13 @@ class MoveChoice:
     #: The move to play; ``None`` when the side to move has no legal move.
     bestmove: chess.Move | None
     #: Scored moves, the chosen one first, then by score (ties: lowest action index).
-    #: Without any evaluation, only the mates in one (if any).
+    #: Without a whole evaluation of the candidates, only the mates in one (if any).
     ranked: list[MoveScore] = field(default_factory=list)
-    #: Move evaluations done by the network.
+    #: Move evaluations done by the network (also those of an evaluation cut short and not used).
     nodes: int = 0
     #: Wall-clock seconds from the call to the answer.
     time_s: float = 0.0
-    #: ``True`` when every candidate move was evaluated.
-    complete: bool = True
-    #: Why a fallback move was played (no evaluation in time), else ``None``.
+    #: Why a fallback move was played (no whole evaluation of the candidates in time), else ``None``.
     fallback: str | None = None
     #: Expected reply to :attr:`bestmove`, when asked for and affordable.
     ponder: chess.Move | None = None
