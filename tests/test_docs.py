@@ -140,3 +140,60 @@ def test_the_readme_test_command_is_the_one_ci_runs() -> None:
     assert len(command) == 1
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f"```sh\n{command[0]}\n```" in readme
+
+
+def code_blocks(path: Path) -> list[str]:
+    """The fenced code blocks of a document, backslash continuations joined."""
+    blocks, current, fenced = [], [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            if fenced:
+                blocks.append("\n".join(current).replace("\\\n", " "))
+            current, fenced = [], not fenced
+        elif fenced:
+            current.append(line)
+    return blocks
+
+
+def commands(path: Path, program: str) -> list[str]:
+    """The command lines of the code blocks that run ``program``, without trailing comments."""
+    found = []
+    for block in code_blocks(path):
+        for line in block.splitlines():
+            words = line.split("#")[0].split()
+            if program in words[:1] or (words[:1] == ["torchrun"] and program == "torchrun"):
+                found.append(" ".join(words))
+    return found
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_examples_name_files_a_clone_has(path: Path) -> None:
+    """A command that reads the repository's own files must find them in a fresh clone: no paths into a
+    data folder beside the checkout, and every ``tests/``, ``weights/``, ``docs/`` or ``lichess/`` path exists."""
+    missing = []
+    for block in code_blocks(path):
+        assert "../shared" not in block, block
+        for word in re.findall(r"(?<![\w./-])((?:tests|weights|docs|lichess)/[\w./-]+)", block):
+            if word.startswith("weights/") and not word.startswith("weights/neuralengine."):
+                continue  # an output folder of the example (``--out weights/``)
+            if not (REPO / word.rstrip(".")).exists():
+                missing.append(word)
+    assert missing == []
+
+
+def test_cpu_torchrun_examples_are_short() -> None:
+    """A set-up check on CPUs runs a few steps, not the default 10,000."""
+    runs = [c for p in DOCS for c in commands(p, "torchrun") if "--device cuda" not in c]
+    assert runs
+    assert [c for c in runs if "--steps" not in c] == []
+
+
+def test_the_recipe_trains_the_shipped_model_kind() -> None:
+    """The pipeline that says it made the shipped model trains with the model card's layout and ranking loss."""
+    card = " ".join(commands(REPO / "weights" / "README.md", "neuralengine"))
+    assert "--attention board_head" in card and "--rank-weight" in card
+    recipe = [c for c in commands(REPO / "docs" / "training.md", "neuralengine") if c.split()[1:2] == ["train"]]
+    assert recipe
+    for command in recipe[:2]:
+        assert "--attention board_head" in command or "--init" in command, command
+        assert "--rank-weight 1" in command, command
