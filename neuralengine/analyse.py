@@ -29,7 +29,7 @@ def threads_arg(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralengine analyse",
-        description="Rank the legal moves of a position with win %% and centipawns (one network evaluation).")
+        description="Rank the legal moves of a position with win % and centipawns (one network evaluation).")
     parser.add_argument("--fen", help="the position (default: the start position)")
     parser.add_argument("--moves", nargs="*", default=[], metavar="MOVE",
                         help="moves played from the position, in UCI notation (e2e4 e7e5 ...)")
