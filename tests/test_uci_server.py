@@ -87,6 +87,8 @@ class FakeEngine:
         self.lock = threading.Lock()
         self.running = 0
         self.most_running = 0
+        #: Raised by every search once set, after it has played a move on its board.
+        self.failure: Exception | None = None
 
     def describe(self) -> str:
         return f"fake {self.name}"
@@ -102,6 +104,9 @@ class FakeEngine:
             self.started.put(control)
             assert self.gate.wait(HANG), "the test never opened the gate"
             self.draws.append(self.rng.random())
+            if self.failure is not None:
+                board.push(next(iter(board.legal_moves)))  # a search that fails half-way
+                raise self.failure
             moves = sorted(searchmoves or board.legal_moves, key=lambda m: m.uci())
             reply = None
             if ponder:
@@ -438,6 +443,17 @@ def test_quit_during_a_long_evaluation_prints_nothing_more(session: Session, eng
     assert not session.thread.is_alive()
     session.nothing_more()
     assert engine.started.empty() and len(engine.draws) == 1  # the second go never searched
+
+
+def test_a_failed_search_plays_the_move_without_the_network(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.failure = RuntimeError("boom")
+    session.send("position startpos", "go movetime 1000")
+    assert session.until("bestmove") == (["info string error: search failed: RuntimeError: boom"]
+                                         + unevaluated("the search failed", FALLBACK) + [f"bestmove {FALLBACK}"])
+    engine.failure = None
+    session.send("go movetime 1000")  # the position is as it was
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
 
 
 # --------------------------------------------------------------------------
