@@ -313,6 +313,29 @@ def test_go_counts_its_time_from_its_arrival(session: Session, factory: Factory,
                                          info("a2a3", time_ms=1000), "bestmove a2a3"]
 
 
+def test_quit_while_isready_waits_for_a_stuck_load() -> None:
+    # A load that never ends, as reading a FIFO that nobody writes to: quit is still obeyed at once.
+    opened, stuck = threading.Event(), threading.Event()
+
+    def open_stuck(path: str, backend: str, threads: int) -> FakeEngine:
+        opened.set()
+        stuck.wait()
+        raise OSError("the load was released by the test")
+
+    session = Session(open_stuck)  # type: ignore[arg-type]
+    try:
+        session.send("uci")
+        session.until("uciok")
+        assert opened.wait(HANG)
+        session.send("isready", "quit")
+        session.thread.join(HANG)
+        assert not session.thread.is_alive(), "quit was not handled while isready waited"
+        session.nothing_more()  # no readyok after quit
+        assert session.server.loader.busy  # the load is still stuck; nothing waited for it
+    finally:
+        stuck.set()
+
+
 def test_bad_weights_keep_the_previous_model(session: Session, factory: Factory, engine: FakeEngine) -> None:
     factory.add("broken.safetensors", WeightsError("broken.safetensors: not a safetensors file"))
     session.start()

@@ -8,7 +8,7 @@ Design:
 * ``uci`` is answered from the standard library alone. NumPy, python-chess,
   ONNX Runtime and the weights are imported and loaded afterwards on a
   background thread (:mod:`~neuralengine.uci.loader`); ``isready`` waits for
-  them.
+  them, and gives up on ``quit``.
 * A reader thread stamps each input line with its arrival time, and the
   main thread handles the lines in order (:mod:`~neuralengine.uci.server`):
   a ``go`` counts its time from its arrival.

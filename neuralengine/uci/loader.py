@@ -1,7 +1,9 @@
 """Loading the engine in the background: its modules first, then the weights asked for.
 
-The loader runs on a daemon thread, so that ``uci`` is answered at once
-and searches can play while a load runs.
+The loader runs on a daemon thread, so that ``uci``, ``isready`` and
+``quit`` are answered while a load runs, and so that a load stuck in a
+blocking read (a FIFO, a hung network file system) never keeps the process
+alive: nothing ever joins the thread.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ LoadKey = tuple[str, str, int]
 
 #: Longest pause of a waiting thread between two looks at the clock. A wait
 #: ends as soon as what it waits for happens (the loader notifies, and so do
-#: ``stop`` and ``ponderhit``); the pause only bounds how late a
+#: ``stop``, ``ponderhit`` and ``quit``); the pause only bounds how late a
 #: deadline is noticed.
 POLL_SECONDS = 0.02
 
@@ -158,9 +160,9 @@ class Loader:
                 self.cond.wait(timeout)
             return True
 
-    def wait(self) -> None:
-        """Wait until the wanted engine is loaded or has failed."""
-        self.wait_for(self.current)
+    def wait(self, stop: threading.Event) -> bool:
+        """Wait until the wanted engine is loaded or has failed; ``False`` if ``stop`` came first."""
+        return self.wait_for(self.current, stop=stop)
 
     def poke(self) -> None:
         """Wake the waiting threads, so that they look at their stop flag and deadline again."""

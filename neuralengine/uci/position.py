@@ -7,6 +7,7 @@ move as GUIs write it.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Callable
 
 from neuralengine.uci.output import echo
@@ -32,11 +33,13 @@ def _problems(status: int) -> list[str]:
             if name.startswith("STATUS_") and name != "STATUS_VALID" and status & getattr(chess, name)]
 
 
-def parse_position(args: list[str], *, chess960: bool, warn: Callable[[str], None]) -> chess.Board | None:
+def parse_position(args: list[str], *, chess960: bool, warn: Callable[[str], None],
+                   quitting: threading.Event) -> chess.Board | None:
     """The board described by the words after ``position``, or ``None`` to keep the previous one.
 
     A move list stops before its first illegal move (with a message through
-    ``warn``).
+    ``warn``), and as soon as ``quitting`` is set: a long list takes a while,
+    and ``quit`` must not wait for it.
     """
     import chess
 
@@ -70,6 +73,8 @@ def parse_position(args: list[str], *, chess960: bool, warn: Callable[[str], Non
     if status != chess.STATUS_VALID:
         warn("warning: unusual position (" + ", ".join(_problems(status)) + ")")
     for index, text in enumerate(args[moves_at + 1:]):
+        if quitting.is_set():
+            break
         try:
             move = parse_move(board, text)
             if not move:

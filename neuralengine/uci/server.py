@@ -3,7 +3,8 @@
 :class:`UciServer` keeps the session's state (options, position, the running
 search, the loader) and handles one line at a time on the calling thread;
 searches run on their own threads (:mod:`neuralengine.uci.job`). ``quit``
-is seen by the reader thread as soon as it arrives.
+is seen by the reader thread as soon as it arrives, and every wait of the
+handling thread gives up on it.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class UciServer:
         self.job: SearchJob | None = None
         #: (engine generation, seed) last applied to an engine's random generator.
         self.seed_applied: tuple[int, int] | None = None
-        #: Set when ``quit`` arrives (before it is handled): a wait for a search gives up, and
-        #: searches print nothing more.
+        #: Set when ``quit`` arrives (before it is handled): a wait for a search or
+        #: for the weights gives up, and searches print nothing more.
         self.quitting = threading.Event()
         self.commands: dict[str, Callable[[list[str], float], None]] = {
             "uci": self.cmd_uci,
@@ -82,6 +83,11 @@ class UciServer:
 
     def start_loading(self) -> None:
         self.loader.want(self.load_key())
+
+    def quit_arrived(self) -> None:
+        """``quit`` has been read (it is handled after the lines before it): end every wait now."""
+        self.quitting.set()
+        self.loader.poke()
 
     def configure(self, engine: Engine, options: dict[str, Any], generation: int) -> None:
         """Copy the search options (values keyed by lower-case name) onto ``engine``.
@@ -135,7 +141,8 @@ class UciServer:
 
     def cmd_isready(self, args: list[str], now: float) -> None:
         self.start_loading()
-        self.loader.wait()
+        if not self.loader.wait(self.quitting) or self.quitting.is_set():
+            return  # after quit nothing more is printed, and the load is left to itself
         with self.loader.cond:
             error, engine, announced = self.loader.error, self.loader.engine, self.loader.announced
             self.loader.announced = True
@@ -170,7 +177,8 @@ class UciServer:
             self.start_loading()
 
     def cmd_position(self, args: list[str], now: float) -> None:
-        board = parse_position(args, chess960=bool(self.option("UCI_Chess960")), warn=self.out.info)
+        board = parse_position(args, chess960=bool(self.option("UCI_Chess960")), warn=self.out.info,
+                               quitting=self.quitting)
         if board is not None:
             self.board = board
             self.position_set = True
@@ -259,7 +267,8 @@ class UciServer:
         (``infinite``, ``ponder``) is stopped; both print their bestmove.
         After ``quit`` nothing more is printed: the search is stopped, and
         its running network call gets at most ``grace`` seconds to end
-        before the process exits.
+        before the process exits. A load in progress is never waited for
+        (its thread is a daemon).
         """
         job = self.job
         if eof and job is not None and not job.waits_for_release():
@@ -279,8 +288,8 @@ def serve(server: UciServer, lines: Iterable[str], grace: float = 5.0) -> None:
     arrived, so that a ``go`` counts its time from then even when the lines
     before it took a while to handle (as the first ``position`` does, while
     python-chess is being imported). The calling thread handles the lines in
-    order. ``quit`` is seen by the reader at once: a command that waits for a
-    search to end gives up, and the session ends.
+    order. ``quit`` is seen by the reader at once: a command that waits (for
+    a search to end, for the weights) gives up, and the session ends.
     """
     inbox: queue.Queue[tuple[str, float] | None] = queue.Queue()
 
@@ -290,7 +299,7 @@ def serve(server: UciServer, lines: Iterable[str], grace: float = 5.0) -> None:
                 inbox.put((line, server.clock()))
                 found = server.command_of(line.split())
                 if found is not None and found[1] == "quit":
-                    server.quitting.set()
+                    server.quit_arrived()
                     return
         finally:
             inbox.put(None)
