@@ -84,6 +84,8 @@ class FakeEngine:
         self.started: queue.Queue = queue.Queue()
         #: One number from :attr:`rng` per search.
         self.draws: list[float] = []
+        #: A copy of the board of every search, with the move stack it was given.
+        self.boards: list[chess.Board] = []
         self.lock = threading.Lock()
         self.running = 0
         self.most_running = 0
@@ -101,6 +103,7 @@ class FakeEngine:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
         try:
+            self.boards.append(board.copy())
             self.started.put(control)
             assert self.gate.wait(HANG), "the test never opened the gate"
             self.draws.append(self.rng.random())
@@ -594,6 +597,42 @@ def test_a_new_engine_is_seeded_even_at_the_same_address(session: Session, facto
 # --------------------------------------------------------------------------
 # Input
 # --------------------------------------------------------------------------
+
+
+#: A knight dance of four reversible plies that comes back to its first position.
+DANCE = ["g1f3", "g8f6", "f3g1", "f6g8"]
+
+
+def test_a_long_move_list_gives_the_search_a_bounded_history(session: Session, engine: FakeEngine) -> None:
+    # 400 reversible plies, then a pawn move and two more dances: the position
+    # after e2e4 has occurred three times.
+    moves = DANCE * 100 + ["e2e4"] + ["g8f6", "g1f3", "f6g8", "f3g1"] * 2
+    full = chess.Board()
+    for move in moves:
+        full.push_uci(move)
+    session.start()
+    session.send("position startpos moves " + " ".join(DANCE * 100), "go movetime 1000")
+    session.until("bestmove")
+    # The half-move clock (400) is past the fifty-move rule: no earlier position matters.
+    assert len(engine.boards[-1].move_stack) <= 100
+    assert len(session.server.board.move_stack) <= 100
+    session.send("position startpos moves " + " ".join(moves), "go movetime 1000")
+    session.until("bestmove")
+    searched = engine.boards[-1]
+    assert searched.fen() == full.fen()
+    assert len(searched.move_stack) == full.halfmove_clock == 8  # the plies since the pawn move, no more
+    # python-chess's repetition rules read the same on the bounded history as on the whole game.
+    claims = set()
+    for move in full.legal_moves:
+        verdicts = []
+        for board in (full, searched):
+            board.push(move)
+            verdicts.append((board.can_claim_threefold_repetition(), board.is_fivefold_repetition()))
+            board.pop()
+        assert verdicts[0] == verdicts[1], move
+        if verdicts[0][0]:
+            claims.add(move.uci())
+    assert "g8f6" in claims  # the history the draw rules need is there
 
 
 def test_upper_case_promotion_letters_are_accepted(session: Session, engine: FakeEngine) -> None:

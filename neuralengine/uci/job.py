@@ -135,7 +135,7 @@ class SearchJob(threading.Thread):
     time. The time of the move runs from ``started``, when the ``go`` line
     arrived, or from the ``ponderhit``.
 
-    :param board: the position (the job's own copy).
+    :param board: the position, with the history :func:`~neuralengine.uci.position.with_history` keeps.
     :param options: option values (keyed by lower-case name) when the ``go`` came;
         later ``setoption`` commands do not change them.
     :param configure: ``configure(engine, options, generation)`` applies the

@@ -1,8 +1,10 @@
-"""The ``position`` command: the board it describes.
+"""The ``position`` command: the board it describes, and the history a search keeps of it.
 
 :func:`parse_position` builds the board from ``startpos`` or a FEN and plays
 the moves after it, explaining every problem; :func:`parse_move` reads a
-move as GUIs write it.
+move as GUIs write it. :func:`with_history` keeps of a game only the moves
+the engine's draw rules can look at, so that a game of any length costs a
+search the same.
 """
 
 from __future__ import annotations
@@ -14,6 +16,23 @@ from neuralengine.uci.output import echo
 
 if TYPE_CHECKING:
     import chess
+
+#: The longest history that decides a draw. Only positions since the last
+#: capture or pawn move can repeat, and the half-move clock counts the plies
+#: since then; from 100 plies on, the fifty-move rule applies whatever the
+#: history holds. (The engine's draw rules walk back at most that far.)
+HISTORY_PLIES = 100
+
+
+def with_history(board: chess.Board) -> chess.Board:
+    """A copy of ``board`` with the moves of its last ``min(halfmove clock, HISTORY_PLIES)`` plies only.
+
+    Copying the whole move stack costs time in proportion to the game's
+    length (a quarter of a second for 50,000 plies); this copy costs the same
+    for every game, and the repetition rules read the same on it.
+    """
+    return board.copy(stack=min(board.halfmove_clock, HISTORY_PLIES))
+
 
 def parse_move(board: chess.Board, text: str) -> chess.Move:
     """``text`` as a legal move of ``board`` (raises ``ValueError``).
@@ -39,7 +58,8 @@ def parse_position(args: list[str], *, chess960: bool, warn: Callable[[str], Non
 
     A move list stops before its first illegal move (with a message through
     ``warn``), and as soon as ``quitting`` is set: a long list takes a while,
-    and ``quit`` must not wait for it.
+    and ``quit`` must not wait for it. The board keeps the history that
+    :func:`with_history` keeps.
     """
     import chess
 
@@ -84,4 +104,4 @@ def parse_position(args: list[str], *, chess960: bool, warn: Callable[[str], Non
                  f"the position stops before it")
             break
         board.push(move)
-    return board
+    return with_history(board)

@@ -20,7 +20,7 @@ from neuralengine.uci.job import SearchJob
 from neuralengine.uci.loader import POLL_SECONDS, Loader, LoadKey
 from neuralengine.uci.options import LOAD_OPTIONS, Option, apply_setoption
 from neuralengine.uci.output import Output, echo
-from neuralengine.uci.position import parse_position
+from neuralengine.uci.position import parse_position, with_history
 
 if TYPE_CHECKING:
     import chess
@@ -199,7 +199,7 @@ class UciServer:
         params = parse_go(args, self.out.info)
         if self.loader.wanted is None:
             self.start_loading()
-        job = SearchJob(self.board.copy(), params, now,
+        job = SearchJob(with_history(self.board), params, now,
                         options={name: opt.value for name, opt in self.options.items()}, out=self.out,
                         loader=self.loader, quitting=self.quitting, clock=self.clock, configure=self.configure)
         self.job = job
