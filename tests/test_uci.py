@@ -684,3 +684,24 @@ def test_playing_with_onnx_imports_no_training_code(tiny_weights: Path) -> None:
             "'neuralengine.benchmarks', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_quit_while_isready_waits_on_a_fifo(engine_command: list[str], tmp_path: Path) -> None:
+    # Opening a FIFO that nobody writes to blocks the loader for ever; quit must still end the process.
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)
+    proc = Uci(engine_command)
+    try:
+        proc.send("uci")
+        proc.until("uciok")
+        proc.send(f"setoption name WeightsFile value {fifo}")
+        proc.send("isready")
+        proc.send("quit")
+        try:
+            code = proc.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the engine did not exit after quit") from None
+        assert code == 0
+        assert "readyok" not in proc.quiet(1.0)
+    finally:
+        proc.kill()

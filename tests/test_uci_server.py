@@ -84,9 +84,13 @@ class FakeEngine:
         self.started: queue.Queue = queue.Queue()
         #: One number from :attr:`rng` per search.
         self.draws: list[float] = []
+        #: A copy of the board of every search, with the move stack it was given.
+        self.boards: list[chess.Board] = []
         self.lock = threading.Lock()
         self.running = 0
         self.most_running = 0
+        #: Raised by every search once set, after it has played a move on its board.
+        self.failure: Exception | None = None
 
     def describe(self) -> str:
         return f"fake {self.name}"
@@ -99,9 +103,13 @@ class FakeEngine:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
         try:
+            self.boards.append(board.copy())
             self.started.put(control)
             assert self.gate.wait(HANG), "the test never opened the gate"
             self.draws.append(self.rng.random())
+            if self.failure is not None:
+                board.push(next(iter(board.legal_moves)))  # a search that fails half-way
+                raise self.failure
             moves = sorted(searchmoves or board.legal_moves, key=lambda m: m.uci())
             reply = None
             if ponder:
@@ -308,6 +316,29 @@ def test_go_counts_its_time_from_its_arrival(session: Session, factory: Factory,
                                          info("a2a3", time_ms=1000), "bestmove a2a3"]
 
 
+def test_quit_while_isready_waits_for_a_stuck_load() -> None:
+    # A load that never ends, as reading a FIFO that nobody writes to: quit is still obeyed at once.
+    opened, stuck = threading.Event(), threading.Event()
+
+    def open_stuck(path: str, backend: str, threads: int) -> FakeEngine:
+        opened.set()
+        stuck.wait()
+        raise OSError("the load was released by the test")
+
+    session = Session(open_stuck)  # type: ignore[arg-type]
+    try:
+        session.send("uci")
+        session.until("uciok")
+        assert opened.wait(HANG)
+        session.send("isready", "quit")
+        session.thread.join(HANG)
+        assert not session.thread.is_alive(), "quit was not handled while isready waited"
+        session.nothing_more()  # no readyok after quit
+        assert session.server.loader.busy  # the load is still stuck; nothing waited for it
+    finally:
+        stuck.set()
+
+
 def test_bad_weights_keep_the_previous_model(session: Session, factory: Factory, engine: FakeEngine) -> None:
     factory.add("broken.safetensors", WeightsError("broken.safetensors: not a safetensors file"))
     session.start()
@@ -440,6 +471,17 @@ def test_quit_during_a_long_evaluation_prints_nothing_more(session: Session, eng
     assert engine.started.empty() and len(engine.draws) == 1  # the second go never searched
 
 
+def test_a_failed_search_plays_the_move_without_the_network(session: Session, engine: FakeEngine) -> None:
+    session.start()
+    engine.failure = RuntimeError("boom")
+    session.send("position startpos", "go movetime 1000")
+    assert session.until("bestmove") == (["info string error: search failed: RuntimeError: boom"]
+                                         + unevaluated("the search failed", FALLBACK) + [f"bestmove {FALLBACK}"])
+    engine.failure = None
+    session.send("go movetime 1000")  # the position is as it was
+    assert session.until("bestmove") == [info("a2a3"), "bestmove a2a3"]
+
+
 # --------------------------------------------------------------------------
 # Pondering
 # --------------------------------------------------------------------------
@@ -555,6 +597,42 @@ def test_a_new_engine_is_seeded_even_at_the_same_address(session: Session, facto
 # --------------------------------------------------------------------------
 # Input
 # --------------------------------------------------------------------------
+
+
+#: A knight dance of four reversible plies that comes back to its first position.
+DANCE = ["g1f3", "g8f6", "f3g1", "f6g8"]
+
+
+def test_a_long_move_list_gives_the_search_a_bounded_history(session: Session, engine: FakeEngine) -> None:
+    # 400 reversible plies, then a pawn move and two more dances: the position
+    # after e2e4 has occurred three times.
+    moves = DANCE * 100 + ["e2e4"] + ["g8f6", "g1f3", "f6g8", "f3g1"] * 2
+    full = chess.Board()
+    for move in moves:
+        full.push_uci(move)
+    session.start()
+    session.send("position startpos moves " + " ".join(DANCE * 100), "go movetime 1000")
+    session.until("bestmove")
+    # The half-move clock (400) is past the fifty-move rule: no earlier position matters.
+    assert len(engine.boards[-1].move_stack) <= 100
+    assert len(session.server.board.move_stack) <= 100
+    session.send("position startpos moves " + " ".join(moves), "go movetime 1000")
+    session.until("bestmove")
+    searched = engine.boards[-1]
+    assert searched.fen() == full.fen()
+    assert len(searched.move_stack) == full.halfmove_clock == 8  # the plies since the pawn move, no more
+    # python-chess's repetition rules read the same on the bounded history as on the whole game.
+    claims = set()
+    for move in full.legal_moves:
+        verdicts = []
+        for board in (full, searched):
+            board.push(move)
+            verdicts.append((board.can_claim_threefold_repetition(), board.is_fivefold_repetition()))
+            board.pop()
+        assert verdicts[0] == verdicts[1], move
+        if verdicts[0][0]:
+            claims.add(move.uci())
+    assert "g8f6" in claims  # the history the draw rules need is there
 
 
 def test_upper_case_promotion_letters_are_accepted(session: Session, engine: FakeEngine) -> None:

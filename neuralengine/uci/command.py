@@ -1,0 +1,80 @@
+"""The ``neuralengine uci`` process: its flags, its stdin and stdout, its exit code.
+
+:func:`main` takes stdout for protocol lines only (whatever a library prints
+goes to stderr), reads stdin as bytes, and runs :func:`~neuralengine.uci.server.serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import BinaryIO, Iterator
+
+from neuralengine.uci.options import BACKEND_CHOICES, make_options
+from neuralengine.uci.output import Output
+from neuralengine.uci.server import UciServer, serve
+
+#: Longest input line handled; longer lines are skipped with a message.
+MAX_LINE_BYTES = 1 << 20
+
+
+def read_lines(stream: BinaryIO, out: Output) -> Iterator[str]:
+    """Yield decoded input lines; overlong lines are skipped with a message."""
+    while True:
+        try:
+            raw = stream.readline(MAX_LINE_BYTES + 1)
+        except (OSError, ValueError):
+            return
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            skipped = len(raw)
+            while True:
+                rest = stream.readline(MAX_LINE_BYTES)
+                skipped += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            out.info(f"input line of {skipped} bytes is longer than {MAX_LINE_BYTES} bytes; skipped")
+            continue
+        yield raw.decode("utf-8", "replace").replace("\x00", " ")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuralengine uci",
+        description="Run the UCI protocol on stdin/stdout. The flags set option defaults; "
+                    "setoption still changes them.")
+    parser.add_argument("--weights", help="weights file (the WeightsFile option)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the backend")
+    return parser
+
+
+def protocol_stream() -> BinaryIO:
+    """A private handle on stdout for protocol lines.
+
+    File descriptor 1 is then pointed at stderr, so that whatever a library
+    prints (Python or native code, e.g. during an ONNX export) cannot corrupt
+    the protocol.
+    """
+    try:
+        sys.stdout.flush()
+        fd = os.dup(1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        return os.fdopen(fd, "wb")
+    except (OSError, ValueError, AttributeError):
+        return sys.stdout.buffer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the UCI loop until ``quit`` or the end of input; returns the exit code."""
+    args = build_parser().parse_args([] if argv is None else argv)
+    out = Output(protocol_stream())
+    server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
+    try:
+        serve(server, read_lines(sys.stdin.buffer, out))
+    except KeyboardInterrupt:
+        return 130
+    return 0
