@@ -5,9 +5,10 @@ tournament) can export the same ONNX graph or convert the same checkpoint at
 the same moment. :func:`atomic_path` gives each writer its own temporary file
 beside the target and renames it into place, so readers see either the old
 file or a complete new one (:func:`write_bytes` and :func:`write_text` for
-whole files); :func:`remove_stale_temps` is the one cleaner of what killed
-writers left; :func:`file_lock` lets the second process wait
-for the first and reuse its result instead of redoing the work.
+whole files); :func:`atomic_folder` does the same for a folder of files
+written together (a set of shards); :func:`remove_stale_temps` is the one
+cleaner of what killed writers left; :func:`file_lock` lets the second
+process wait for the first and reuse its result instead of redoing the work.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-#: Every temporary file that this package writes is named
+#: Every temporary file (and folder) that this package writes is named
 #: ``.<target name>.<writer pid>.<random>.tmp`` and lives beside its target.
 #: The pid lets :func:`remove_stale_temps` tell a dead writer's leftovers
 #: from the file of a run that is still writing.
@@ -40,6 +43,13 @@ def temp_path(target: str | os.PathLike[str]) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     return Path(name)
+
+
+def temp_folder(target: str | os.PathLike[str]) -> Path:
+    """A new, empty, uniquely named temporary folder beside ``target`` (named like :func:`temp_path`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=target.parent))
 
 
 @contextlib.contextmanager
@@ -78,6 +88,88 @@ def write_text(target: str | os.PathLike[str], text: str, encoding: str = "utf-8
     write_bytes(target, text.encode(encoding))
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str], owns: Callable[[str], bool] = lambda name: True) -> Iterator[Path]:
+    """A new, empty folder whose contents replace the folder ``target`` when the block succeeds.
+
+    The block fills the new folder, which lies beside ``target``. If the block
+    raises, the new folder is removed and ``target`` is left as it was, so a
+    failure never leaves a partial set of files. On success the new folder
+    takes the place of ``target`` with two renames, and the old folder is
+    removed (``target`` is missing only between the two renames, never half
+    full).
+
+    ``owns(name)`` says which entries of the old ``target`` the new contents
+    replace. If the old folder holds anything else (the user's own files, the
+    very inputs that were read), or cannot be renamed (a mount point, where
+    the new folder is made inside ``target`` instead), the owned entries are
+    replaced one by one and everything else stays; so also when ``target``
+    holds the current working folder. A symbolic link to a folder stays a
+    link: the folder it points to is replaced. The new folder keeps the old
+    one's permissions, or gets the usual ``0o777`` less the umask. Folders that
+    a killed writer of the same target left beside it are removed first (see
+    :func:`remove_stale_temps`).
+    """
+    target = Path(os.path.abspath(target))
+    if target.is_symlink():
+        target = target.resolve()
+    mounted = os.path.ismount(target)
+    cwd = Path.cwd().resolve()
+    busy = cwd == target.resolve() or target.resolve() in cwd.parents  # renaming it would strand the shell
+    new = temp_folder(target / target.name if mounted else target)
+    remove_stale_temps(new.parent, target=target.name)  # what a killed writer of the same folder left
+    try:
+        yield new
+        _put_folder(new, target, owns, whole=not (mounted or busy))
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def _put_folder(new: Path, target: Path, owns: Callable[[str], bool], whole: bool) -> None:
+    """Move the filled folder ``new`` into the place of ``target`` (see :func:`atomic_folder`)."""
+    if not target.is_dir():
+        os.chmod(new, 0o777 & ~_umask())
+        os.replace(new, target)
+        return
+    os.chmod(new, stat.S_IMODE(os.stat(target).st_mode))
+    old_entries = [name for name in os.listdir(target) if target / name != new]
+    if whole and all(owns(name) for name in old_entries):
+        old = temp_folder(target)
+        os.rmdir(old)  # only its unique name is needed; renaming onto a folder fails on Windows
+        os.replace(target, old)
+        try:
+            os.replace(new, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    # One entry at a time: the owned old entries go aside, the new ones move in.
+    aside = temp_folder(target / "replaced")
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in old_entries:
+            if owns(name) or (new / name).exists():
+                os.replace(target / name, aside / name)
+                moved_aside.append(name)
+        for name in sorted(os.listdir(new)):
+            os.replace(new / name, target / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in moved_in:  # undo, so that the old set is whole again
+            with contextlib.suppress(OSError):
+                os.replace(target / name, new / name)
+        for name in moved_aside:
+            with contextlib.suppress(OSError):
+                os.replace(aside / name, target / name)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rmdir(new)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -90,13 +182,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files in ``folder`` that a dead writer left behind.
+def remove_stale_temps(folder: str | os.PathLike[str], target: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders in ``folder`` that a dead writer left behind.
 
-    Only names of this module's scheme are touched, and only when the pid in
-    the name is not a running process on this machine: the temporary files of
-    another run that is still writing into the same folder stay. Returns what
-    was removed.
+    Only names of this module's scheme are touched (with ``target``, only
+    those of that target name), and only when the pid in the name is not a
+    running process on this machine: the temporary files of another run that
+    is still writing into the same folder stay. Returns what was removed.
     """
     removed: list[Path] = []
     folder = Path(folder)
@@ -104,10 +196,13 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
         return removed
     for path in folder.iterdir():
         found = _TEMP_NAME.match(path.name)
-        if found is None or _pid_alive(int(found["pid"])):
+        if found is None or (target is not None and found["target"] != target) or _pid_alive(int(found["pid"])):
             continue
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
     return removed
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import random_tensors
-from neuralengine.atomic import atomic_path, file_lock, lock_path
+from neuralengine.atomic import atomic_folder, atomic_path, file_lock, lock_path, remove_stale_temps, temp_path
 from neuralengine.config import preset
 from neuralengine.weights import load_weights, read_metadata, save_weights
 
@@ -226,3 +227,154 @@ def test_deepmind_conversion_holds_the_lock(tmp_path: Path, monkeypatch: pytest.
     read_metadata(target)
     assert cache.resolve_weights(folder, report=lambda _: None) == target
     assert held == [True] and _stray_temp_files(target.parent) == []
+
+
+# -- file modes through every writer ---------------------------------------------------
+
+
+@pytest.fixture
+def umask_027() -> Any:
+    """A umask that tells the usual modes (0o640 files, 0o750 folders) from 0o600 and 0o644."""
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _fake_deepmind_checkpoint(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkpoint folder in DeepMind's layout whose reading is replaced by random Haiku parameters
+    (the conversion's writing, the part under test, is real; no orbax needed)."""
+    import neuralengine.deepmind.convert as convert
+    from neuralengine.deepmind import numpy_ref
+    from test_deepmind import haiku_tree
+
+    item = folder / "6400" / "params"
+    item.mkdir(parents=True)
+    (item / "_METADATA").write_text("{}")
+    tree = haiku_tree(numpy_ref.random_params(2, 32, 8, 128, 79, seed=1))
+    monkeypatch.setattr(convert, "read_params", lambda *a, **k: tree)
+    return folder
+
+
+def test_every_writer_gives_the_usual_file_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 umask_027: None) -> None:
+    """Weights, graphs, conversions, caches, shards, bags and prepare's folder get 0o666 (folders
+    0o777) less the umask, as a plain open() would: never the private 0o600 of a temporary file."""
+    from neuralengine.backends import create_backend
+    from neuralengine.data.bag import encode_action_value, write_bag
+    from neuralengine.data.prepare import main as prepare_main
+    from neuralengine.data.shards import Position, write_shard
+    from neuralengine.deepmind import resolve_weights
+    from neuralengine.deepmind.convert import main as convert_main
+    from neuralengine.export import export_weights_file, main as export_main
+
+    monkeypatch.setenv("NEURALENGINE_CACHE", str(tmp_path / "cache"))
+    files: list[Path] = []
+    weights = save_weights(tmp_path / "model.safetensors", CFG, random_tensors(CFG, 7))
+    files += [weights, export_weights_file(weights)]
+    assert export_main([str(weights), "--onnx", str(tmp_path / "cli.onnx")]) == 0
+    files.append(tmp_path / "cli.onnx")
+    bare = save_weights(tmp_path / "bare" / "model.safetensors", CFG, random_tensors(CFG, 8))
+    files.append(create_backend(bare, "onnx").graph_path)  # exported into the cache
+    checkpoint = _fake_deepmind_checkpoint(tmp_path / "tiny", monkeypatch)
+    cached = resolve_weights(checkpoint, report=lambda _: None)
+    files += [cached, cached.with_suffix(".onnx")]
+    assert convert_main(["deepmind", str(checkpoint), "--out", str(tmp_path / "converted"), "--quiet"]) == 0
+    files += sorted((tmp_path / "converted").iterdir())
+    board = np.zeros(77, np.uint8)
+    files.append(write_shard(tmp_path / "one.neav", [Position(board, np.array([1], np.int16),
+                                                              np.array([0.5], np.float32), 0)]))
+    files.append(write_bag(tmp_path / "one.bag", [encode_action_value("8/8/8/8/8/8/8/K6k w - - 0 1", "a1a2", 0.5)]))
+    text = tmp_path / "games.txt"
+    text.write_text("8/8/8/8/8/8/8/K6k w - - 0 1\ta1a2:10 a1b1:0\n8/8/8/8/8/8/8/K6k b - - 0 1\th8h7:3\n")
+    out = tmp_path / "shards"
+    assert prepare_main([str(text), "--out", str(out), "--quiet", "--test-fraction", "0"]) == 0
+    files += sorted(out.iterdir())
+    assert len(files) == 12 and all(p.is_file() for p in files)
+    assert {str(p.relative_to(tmp_path)): oct(_mode(p)) for p in files} == \
+        {str(p.relative_to(tmp_path)): oct(0o640) for p in files}
+    assert _mode(out) == 0o750
+    # A folder that prepare replaces keeps its own mode.
+    out.chmod(0o705)
+    assert prepare_main([str(text), "--out", str(out), "--quiet", "--test-fraction", "0", "--force"]) == 0
+    assert _mode(out) == 0o705 and _mode(out / "train-0000.neav") == 0o640
+
+
+def test_the_int8_graph_gets_the_usual_file_mode(tmp_path: Path, umask_027: None) -> None:
+    pytest.importorskip("onnx")
+    from neuralengine.export import export_weights_file, quantize_int8
+
+    graph = export_weights_file(save_weights(tmp_path / "model.safetensors", CFG, random_tensors(CFG, 9)))
+    assert _mode(quantize_int8(graph)) == 0o640
+
+
+# -- atomic_folder -------------------------------------------------------------------------
+
+
+def test_atomic_folder_swaps_in_a_whole_set_or_nothing(tmp_path: Path, umask_027: None) -> None:
+    target = tmp_path / "set"
+    with atomic_folder(target) as new:
+        assert new.parent == tmp_path and new.name.startswith(f".set.{os.getpid()}.")
+        (new / "a").write_text("1")
+        (new / "b").write_text("1")
+    assert sorted(p.name for p in target.iterdir()) == ["a", "b"] and _mode(target) == 0o750
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as new:
+            (new / "a").write_text("2")
+            raise RuntimeError("interrupted")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "1", "b": "1"}
+    with atomic_folder(target) as new:
+        (new / "a").write_text("3")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "3"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_atomic_folder_keeps_what_it_does_not_own(tmp_path: Path) -> None:
+    target = tmp_path / "set"
+    target.mkdir()
+    for name in ("old.neav", "gone.neav", "notes.txt"):
+        (target / name).write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with atomic_folder(link, owns=lambda name: name.endswith(".neav")) as new:
+        (new / "old.neav").write_text("new")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"old.neav": "new", "notes.txt": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "set"]
+
+
+# -- the cleaner of temporary files -------------------------------------------------------------
+
+
+def test_remove_stale_temps_removes_only_dead_writers_files(tmp_path: Path) -> None:
+    """A live writer's temporary file survives a cleanup, a dead writer's file (or folder) goes,
+    and files of other names are never touched."""
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        live = tmp_path / f".model.onnx.{writer.pid}.k3j_x.tmp"
+        live.write_bytes(b"half")
+        mine = temp_path(tmp_path / "model.onnx")
+        others = ["model.onnx", "model.onnx.tmp", ".model.onnx.tmp", f"model.onnx.tmp{writer.pid}",
+                  ".model.onnx.abc.tmp", ".model.onnx.123.abc.tmp.keep", "train-0000.neav.tmp"]
+        for name in others:
+            (tmp_path / name).write_bytes(b"x")
+        assert remove_stale_temps(tmp_path) == []
+    finally:
+        writer.stdin.close()  # the writer ends
+        writer.wait()
+    dead_folder = tmp_path / f".shards.{writer.pid}.q1w2e3.tmp"
+    dead_folder.mkdir()
+    (dead_folder / "train-0000.neav").write_bytes(b"half")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([live, dead_folder])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others + [mine.name])
+    # Only one target's leftovers, when asked.
+    other = tmp_path / f".other.{writer.pid}.zz.tmp"
+    other.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path, target="shards") == [] and other.exists()
+    assert remove_stale_temps(tmp_path, target="other") == [other]

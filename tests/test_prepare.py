@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import os
 import random
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from neuralengine.data.bag import BagError, BagReader, decode_action_value, encode_action_value, \
     iter_bag_positions, write_bag
-from neuralengine.data.prepare import main
+from neuralengine.data.prepare import convert_text, main
 from neuralengine.data.shards import Shard, open_shards
 from neuralengine.data.text import iter_games, parse_line, position_key
 from neuralengine.encoding import MOVE_TO_ACTION, tokenize
@@ -232,3 +233,159 @@ def test_puzzle_positions_never_enter_the_shards(tmp_path: Path):
     clean = json.loads((out_clean / "prepare.json").read_text())
     assert clean["skipped"]["excluded position"] == 3
     assert plain["train"] + plain["test"] - (clean["train"] + clean["test"]) == len(keys)
+
+
+# -- replacing a set of shards -----------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failed_force_run_leaves_the_old_shards_whole(tmp_path, capsys):
+    """--force replaces the old shards only at the end: an input that fails half-way (after new
+    shards were written) leaves the old set untouched, and no partial folder behind."""
+    out = tmp_path / "shards"
+    assert main([str(SAMPLES[0]), "--out", str(out), "--quiet", "--shard-size", "300"]) == 0
+    before = _files(out)
+    assert len([n for n in before if n.startswith("train-")]) > 1
+    bad = tmp_path / "late-error.txt"
+    bad.write_text(lzma.open(SAMPLES[1], "rt").read() + "not an action-value line\n")
+    assert main([str(SAMPLES[1]), str(bad), "--out", str(out), "--quiet", "--force", "--shard-size", "50"]) == 1
+    assert "malformed" in capsys.readouterr().err
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late-error.txt", "shards"]
+    # A run that succeeds replaces the whole set, with nothing of the old one left.
+    assert main([str(SAMPLES[1]), "--out", str(out), "--quiet", "--force", "--shard-size", "100000"]) == 0
+    assert {"prepare.json", "train-0000.neav"} <= _files(out).keys() <= {"prepare.json", "test-0000.neav",
+                                                                         "train-0000.neav"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late-error.txt", "shards"]
+
+
+def test_convert_text_replaces_an_older_set(tmp_path):
+    out = tmp_path / "shards"
+    convert_text([SAMPLES[0]], out, test_fraction=0.5, shard_size=40, progress=False)
+    assert len(list(out.glob("train-*.neav"))) > 1 and len(list(out.glob("test-*.neav"))) > 1
+    stats = convert_text([SAMPLES[0]], out, test_fraction=0.5, shard_size=100_000, progress=False)
+    assert [p.name for p in sorted(out.glob("*.neav"))] == ["test-0000.neav", "train-0000.neav"]
+    assert sum(len(s) for s in open_shards([out])) == stats["train"] + stats["test"]
+
+
+def test_other_files_in_out_stay(tmp_path):
+    """Inputs inside --out, and the user's own files there, survive a --force run."""
+    out = tmp_path / "data"
+    out.mkdir()
+    text = out / "games.txt"
+    text.write_text(lzma.open(SAMPLES[0], "rt").read())
+    (out / "notes.md").write_text("mine")
+    assert main([str(text), "--out", str(out), "--quiet", "--shard-size", "200"]) == 0
+    first = _files(out)
+    assert {"games.txt", "notes.md", "prepare.json", "train-0000.neav"} <= first.keys()
+    assert main([str(text), "--out", str(out), "--quiet", "--force", "--shard-size", "100000"]) == 0
+    second = _files(out)
+    assert second["games.txt"] == first["games.txt"] and second["notes.md"] == b"mine"
+    assert sorted(n for n in first if n.endswith(".neav")) == ["train-0000.neav", "train-0001.neav"]
+    assert sorted(n for n in second if n.endswith(".neav")) == ["train-0000.neav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_what_a_killed_run_left_is_removed(tmp_path):
+    """The half-written folder of a killed run (a dead pid in its name) goes at the next run;
+    that of a run still going stays."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = tmp_path / f".shards.{child.pid}.abc123.tmp"
+    alive = tmp_path / f".shards.{os.getpid()}.def456.tmp"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "train-0000.neav").write_bytes(b"half")
+    assert main([str(SAMPLES[0]), "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    assert not dead.exists() and alive.is_dir()
+
+
+# -- too little data for a test split -----------------------------------------------------
+
+
+def test_no_test_positions_is_said_clearly(tmp_path, capsys):
+    lines = sample_lines()[:30]  # one game
+    small = tmp_path / "small.txt"
+    small.write_text("".join(lines))
+    out = tmp_path / "shards"
+    assert main([str(small), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 0 test positions" in err and "1 games are too few for --test-fraction 0.02" in err
+    assert "--test-fraction 0" in err and "--test" in err
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["test"] == 0 and summary["warnings"] and "0 test positions" in summary["warnings"][0]
+    # Test data that all occurs in training: also said.
+    assert main([str(small), "--test", str(small), "--out", str(out), "--quiet", "--force"]) == 0
+    assert "also occur in training" in capsys.readouterr().err
+    # Asking for no test split is not warned about.
+    assert main([str(small), "--out", str(out), "--quiet", "--force", "--test-fraction", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((out / "prepare.json").read_text())["warnings"] == []
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def _synthetic_games(path: Path, count: int) -> None:
+    """``count`` (up to 61,504) two-line games: the start position, then a position of its own (two
+    pieces, one in each half of the board, placed by the game's number; shards need no legality)."""
+    pieces = "QRBNqrbn"
+    start = "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1\te2e4:20 d2d4:18\n"
+    with open(path, "w") as fh:
+        for game in range(count):
+            board = ["."] * 64
+            board[0], board[63] = "K", "k"
+            rest, low = divmod(game, 31 * 8)
+            high = rest % (31 * 8)
+            board[1 + low // 8], board[32 + high // 8] = pieces[low % 8], pieces[high % 8]
+            rows = []
+            for r in range(8):
+                row = "".join(board[8 * r : 8 * r + 8])
+                for length in range(8, 0, -1):
+                    row = row.replace("." * length, str(length))
+                rows.append(row)
+            fh.write(start + f"{'/'.join(rows)} w - - 0 1\ta1a2:5\n")
+
+
+def test_memory_does_not_grow_with_the_positions_kept(tmp_path):
+    """prepare's peak memory over 6,000 games exceeds that over 2,000 by well under 100 bytes a
+    position: positions are remembered as digests, test positions wait on disk. (Holding FEN
+    strings and the test positions in memory took about 340.)"""
+    import tracemalloc
+
+    from neuralengine.data.prepare import Source, prepare
+
+    peaks = {}
+    for count in (2000, 6000):
+        text = tmp_path / f"games-{count}.txt"
+        _synthetic_games(text, count)
+        tracemalloc.start()
+        stats = prepare([Source(text, "text")], tmp_path / f"out-{count}", test_fraction=0.5, shard_size=1000,
+                        progress=False)
+        peaks[count] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert stats.train + stats.test == count + 1 and stats.test > count // 3
+    per_position = (peaks[6000] - peaks[2000]) / 4000
+    assert per_position < 100, f"{per_position:.0f} bytes a position"
+
+
+def test_digest_set_is_a_set_of_16_to_32_bytes_an_entry():
+    from neuralengine.data.digests import DigestSet, digest
+
+    rng = random.Random(7)
+    values = [rng.getrandbits(64) for _ in range(5000)] + [0, 1, 2**64 - 1]
+    values += values[:300]  # repeats
+    kept, expected = DigestSet(capacity=16), set()
+    for value in values:
+        assert kept.add(value) == ((value or 1) not in expected)
+        expected.add(value or 1)
+    assert len(kept) == len(expected) and all(v in kept for v in values)
+    assert not any(rng.getrandbits(64) in kept for _ in range(2000))
+    assert 16 * len(kept) <= kept.nbytes <= 32 * len(kept)
+    assert digest("8/8/8/8/8/8/8/K6k w - -") == digest("8/8/8/8/8/8/8/K6k w - -") != digest("8/8/8/8/8/8/8/K6k b - -")

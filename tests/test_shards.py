@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import lzma
+import subprocess
+import sys
 from pathlib import Path
 
 import chess
@@ -286,3 +288,59 @@ def test_stacked_rows_read_like_one_concatenated_array(tmp_path):
         short[np.array([10])]
     with pytest.raises(TypeError):
         rows[np.array([0.5])]
+
+
+# --------------------------------------------------------------------------
+# Many shards and the limit on open files
+# --------------------------------------------------------------------------
+
+_OPEN_ALL = """
+import resource, sys
+from neuralengine.data.shards import ShardError, open_shards
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), int(sys.argv[3])))
+try:
+    shards = open_shards([sys.argv[1]])
+except ShardError as exc:
+    print(exc)
+    sys.exit(3)
+rows = sum(int(s.boards[0, 0]) + len(s.actions) for s in shards)  # every mapping is read
+print(len(shards), resource.getrlimit(resource.RLIMIT_NOFILE)[0], rows)
+"""
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 one-position shards (copies of one file: they need not differ)."""
+    folder = tmp_path_factory.mktemp("many")
+    raw = write_shard(folder / "train-0000.neav", real_positions(1)).read_bytes()
+    for i in range(1, 300):
+        (folder / f"train-{i:04d}.neav").write_bytes(raw)
+    return folder
+
+
+def _open_all(folder: Path, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("resource")
+    return subprocess.run([sys.executable, "-c", _OPEN_ALL, str(folder), str(soft), str(hard)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_each_shard_holds_at_most_one_file_open(many_shards: Path) -> None:
+    """300 shards of five arrays fit a limit of 400 open files (one mapping per shard, not per array)."""
+    done = _open_all(many_shards, 400, 400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, _, rows = done.stdout.split()
+    assert int(count) == 300 and int(rows) == 300 * (int(real_positions(1)[0].board[0]) + 20)
+
+
+def test_a_low_soft_limit_on_open_files_is_raised(many_shards: Path) -> None:
+    done = _open_all(many_shards, 64, 1024)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, soft, _ = done.stdout.split()
+    assert int(count) == 300 and int(soft) == 1024
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="Python 3.13 maps files without keeping them open")
+def test_too_many_shards_for_the_hard_limit_is_a_clear_error(many_shards: Path) -> None:
+    done = _open_all(many_shards, 64, 64)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "limit of 64 open files" in done.stdout and "ulimit -n" in done.stdout and "--shard-size" in done.stdout

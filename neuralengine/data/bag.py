@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from neuralengine.atomic import atomic_path
 from neuralengine.varint import encode_varint
 
 
@@ -76,19 +77,17 @@ def decode_action_value(record: bytes) -> tuple[str, str, float]:
 
 
 def write_bag(path: str | os.PathLike[str], records: Iterable[bytes]) -> Path:
-    """Write records as a bag file (written to a temporary name, then renamed)."""
+    """Write records as a bag file (atomically, through :func:`neuralengine.atomic.atomic_path`)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     ends = []
     offset = 0
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         for record in records:
             fh.write(record)
             offset += len(record)
             ends.append(offset)
         fh.write(np.asarray(ends, dtype="<i8").tobytes())
         fh.write(struct.pack("<q", offset))
-    os.replace(tmp, path)
     return path
 
 

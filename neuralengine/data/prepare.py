@@ -20,6 +20,18 @@ Positions are de-duplicated by FEN without the move counters within each
 split, and test positions that also occur in training are dropped, so the two
 never share a position. :func:`convert_text` is this
 conversion for plain text files.
+
+Memory does not grow with the positions themselves: each split remembers
+the positions it holds as 8-byte digests (:mod:`neuralengine.data.digests`,
+16 to 32 bytes a position), test positions wait on disk until the last
+training position is known, and only one shard per split is held in memory.
+(A ``.bag`` file is grouped by position in memory, one file at a time.)
+
+Everything is written into a new folder beside ``--out``, which replaces the
+old shards only when all inputs have been read and all shards written
+(:func:`neuralengine.atomic.atomic_folder`): a failure half-way leaves the old
+set as it was, never a partial set that ``train`` would pick up. Other files
+in ``--out`` stay.
 """
 
 from __future__ import annotations
@@ -27,20 +39,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from neuralengine.data.shards import SUFFIX, Position, write_shard
+from neuralengine.atomic import atomic_folder, write_text
+from neuralengine.data.digests import DigestSet, digest
+from neuralengine.data.shards import SUFFIX, Position, Shard, write_shard
 from neuralengine.data.text import FormatError, is_test_game, iter_games, open_text, parse_line, position_key, \
     to_position
 
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.xz")
 BAG_SUFFIXES = (".bag", ".bagz")
 ANNOTATED_FORMAT = "neuralengine-action-values-text"
+SUMMARY = "prepare.json"
 
 Line = tuple[str, list[str], np.ndarray]
 
@@ -145,6 +162,7 @@ class Stats:
     no_moves: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class ShardWriter:
@@ -189,29 +207,65 @@ def puzzle_position_keys(paths: Sequence[str | os.PathLike[str]]) -> set[str]:
     return keys
 
 
+def is_output(name: str) -> bool:
+    """Whether an entry of ``--out`` is prepare's own (a shard, the summary, or a temporary file of either)."""
+    if name.endswith(".tmp"):
+        return SUFFIX in name or SUMMARY in name
+    return name == SUMMARY or name.endswith(SUFFIX)
+
+
 def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, shard_size: int = 100_000,
             engine: str | None = None, limit: dict[str, int] | None = None, progress: bool = True,
             exclude: set[str] | None = None) -> Stats:
-    """Convert ``sources`` into train/test shards in ``out``; see the module
-    docstring. Positions whose key is in ``exclude`` (see
+    """Convert ``sources`` into train/test shards and ``prepare.json`` in
+    ``out``, replacing the shards there only once all are written; see the
+    module docstring. Positions whose key is in ``exclude`` (see
     :func:`puzzle_position_keys`) are left out of both splits."""
-    from neuralengine.progress import Progress
-
-    out.mkdir(parents=True, exist_ok=True)
     described = [s.describe(engine, limit) for s in sources]
     engines = sorted({str(d["engine"]) for d in described if d.get("engine")})
     limits = [d["limit"] for d in described if d.get("limit")]
     metadata = {"sources": described, "engine": ", ".join(engines) or "unknown",
                 "limit": limits[0] if limits and all(x == limits[0] for x in limits) else (limits or "unknown")}
+    with atomic_folder(out, owns=is_output) as folder:
+        stats = _convert(sources, folder, test_fraction, shard_size, metadata, progress, exclude)
+        wants_test = test_fraction > 0 or any(s.forced_split == "test" or (s.sidecar or {}).get("split") == "test"
+                                              for s in sources)
+        if stats.test == 0 and wants_test:
+            stats.warnings.append(_no_test_positions(stats, test_fraction))
+        summary = {**stats.__dict__, "sources": described}
+        write_text(folder / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    return stats
+
+
+def _no_test_positions(stats: Stats, test_fraction: float) -> str:
+    if stats.test_overlap_dropped:
+        why = f"all {stats.test_overlap_dropped} test positions also occur in training and were dropped"
+    else:
+        why = (f"{stats.games} games are too few for --test-fraction {test_fraction:g} "
+               f"(about {stats.games * test_fraction:.2g} test games expected)")
+        if test_fraction == 0:
+            why = "the test inputs gave no position"
+    return (f"0 test positions: {why}. train will have no held-out data to report; pass test data with --test, "
+            "raise --test-fraction, or use --test-fraction 0 to say that no test split is wanted")
+
+
+def _convert(sources: Sequence[Source], out: Path, test_fraction: float, shard_size: int, metadata: dict[str, Any],
+             progress: bool, exclude: set[str] | None) -> Stats:
+    """The conversion itself, into the empty folder ``out``."""
+    from neuralengine.progress import Progress
+
     stats = Stats()
     train = ShardWriter(out, "train", shard_size, metadata, stats)
-    train_keys: set[str] = set()
-    test_positions: dict[str, Position] = {}
+    train_seen, test_seen = DigestSet(), DigestSet()
+    # Test positions wait on disk (with their digests, in order) until every training position is known.
+    waiting = ShardWriter(out / ".test-waiting", "test", shard_size, metadata, Stats())
+    waiting_digests = array("Q")
     bar = Progress("prepare", unit="games", enabled=progress)
     for source in sources:
         for game_key, lines in iter_source_games(source, stats.skipped):
             split = source.forced_split or (source.sidecar or {}).get("split") or \
                 ("test" if is_test_game(game_key, test_fraction) else "train")
+            seen = train_seen if split == "train" else test_seen
             game_id = stats.games
             stats.games += 1
             for fen, moves, probs in lines:
@@ -223,7 +277,8 @@ def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, s
                 if exclude and key in exclude:
                     stats.skipped["excluded position"] = stats.skipped.get("excluded position", 0) + 1
                     continue
-                if key in (train_keys if split == "train" else test_positions):
+                key_digest = digest(key)
+                if key_digest in seen:
                     stats.duplicates += 1
                     continue
                 try:
@@ -231,24 +286,38 @@ def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, s
                 except (KeyError, ValueError):
                     stats.skipped["bad position or move"] = stats.skipped.get("bad position or move", 0) + 1
                     continue
+                seen.add(key_digest)
                 if split == "train":
-                    train_keys.add(key)
+                    stats.train += 1
                     train.add(position)
                 else:
-                    test_positions[key] = position
+                    waiting_digests.append(key_digest)
+                    waiting.add(position)
             bar.update(1, postfix=f"{stats.lines} positions")
     train.flush()
+    waiting.flush()
     bar.close()
-    stats.train = len(train_keys)
-    overlap = train_keys & test_positions.keys()
-    stats.test_overlap_dropped = len(overlap)
     test = ShardWriter(out, "test", shard_size, metadata, stats)
-    for key, position in test_positions.items():
-        if key not in overlap:
-            test.add(position)
-            stats.test += 1
+    index = 0
+    for path in sorted((out / ".test-waiting").glob(f"*{SUFFIX}")):
+        shard = Shard(path)
+        for i in range(len(shard)):
+            if waiting_digests[index] in train_seen:
+                stats.test_overlap_dropped += 1
+            else:
+                test.add(_copy(shard, i))
+                stats.test += 1
+            index += 1
+        del shard  # unmapped before its folder goes
     test.flush()
+    shutil.rmtree(out / ".test-waiting", ignore_errors=True)
     return stats
+
+
+def _copy(shard: Shard, i: int) -> Position:
+    """Position ``i`` of ``shard`` in memory of its own (not a view of the mapped file)."""
+    p = shard[i]
+    return Position(p.board.copy(), p.actions.copy(), p.win_probs.copy(), p.game_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--nodes", type=int, help="node limit of inputs without a sidecar, for the metadata")
     p.add_argument("--exclude-puzzles", nargs="+", default=[], metavar="CSV",
                    help="Lichess puzzle CSV files whose positions (before and after each move) are left out")
-    p.add_argument("--force", action="store_true", help="replace shards already in --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace shards already in --out (only once the new ones are all written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -309,13 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     old = sorted(out.glob(f"*{SUFFIX}")) if out.is_dir() else []
-    if old:
-        if not args.force:
-            print(f"prepare: {out} already holds shards ({old[0].name}, ...); use --force to replace them",
-                  file=sys.stderr)
-            return 2
-        for path in old:
-            path.unlink()
+    if old and not args.force:
+        print(f"prepare: {out} already holds shards ({old[0].name}, ...); use --force to replace them",
+              file=sys.stderr)
+        return 2
     limit = {"depth": args.depth} if args.depth else {"nodes": args.nodes} if args.nodes else None
     try:
         exclude = puzzle_position_keys(args.exclude_puzzles) if args.exclude_puzzles else None
@@ -324,11 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FormatError, ValueError, OSError) as exc:
         print(f"\nprepare: {exc}", file=sys.stderr)
         return 1
-    summary = {k: v for k, v in stats.__dict__.items()}
-    summary["sources"] = [s.describe(args.engine, limit) for s in sources]
-    tmp = out / "prepare.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "prepare.json")
+    for warning in stats.warnings:
+        print(f"prepare: warning: {warning}", file=sys.stderr)
     print(f"prepare: {stats.train} train and {stats.test} test positions from {stats.games} games "
           f"({stats.duplicates} duplicates, {stats.test_overlap_dropped} test positions also in train dropped"
           + (f", skipped {stats.skipped}" if stats.skipped else "") + f") -> {len(stats.shards)} shards in {out}",

@@ -19,20 +19,31 @@ Arrays:
 * ``game_ids``   int64  [P]      the game a position came from (train/test splits by game)
 
 The metadata records how the data was made (engine, depth or nodes, source).
-Files are written to a temporary name and renamed, so a shard on disk is
-always complete.
+Files are written through :mod:`neuralengine.atomic` (a temporary name, then
+a rename), so a shard on disk is always complete.
+
+A :class:`Shard` maps its file once and reads every array from that one
+mapping, so it holds one file descriptor at most (none on Python 3.13+).
+Where thousands of shards would pass the soft limit on open files, opening
+one more raises that limit as far as the hard limit allows, and a
+:class:`ShardError` says so clearly when even that is too low.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from neuralengine.atomic import atomic_path
 
 MAGIC = b"NEAV"
 VERSION = 1
@@ -90,16 +101,57 @@ def write_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
     start = header["data_start"]
     if 16 + len(raw) > start:
         raise ShardError("internal error: header grew past its slot")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(MAGIC + struct.pack("<IQ", VERSION, len(raw)) + raw)
         for name in _DTYPES:
             fh.seek(start + specs[name]["offset"])
             fh.write(np.ascontiguousarray(arrays[name], dtype=_DTYPES[name]).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
+
+
+def _map_file(path: Path) -> mmap.mmap:
+    """Map the whole file read-only. Where the file descriptor limit is reached,
+    raise the soft limit to the hard limit once and try again."""
+    # Python 3.13 can map without keeping a duplicate of the file descriptor.
+    extra = {"trackfd": False} if sys.version_info >= (3, 13) and os.name == "posix" else {}
+    for attempt in range(2):
+        try:
+            with open(path, "rb") as fh:
+                return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ, **extra)
+        except OSError as exc:
+            if exc.errno != errno.EMFILE or attempt or not _raise_open_file_limit():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _raise_open_file_limit() -> bool:
+    """Raise the soft limit on open files to the hard limit; whether it grew."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return False
+    # An unlimited hard limit still has a ceiling (Linux's nr_open, macOS's OPEN_MAX): try common ones.
+    for wanted in ([hard] if hard != resource.RLIM_INFINITY else [1 << 20, 1 << 16, 10240]):
+        if wanted <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            continue
+        return True
+    return False
+
+
+def _open_file_limit() -> str:
+    try:
+        import resource
+    except ImportError:
+        return "the limit on open files"
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"the limit of {soft} open files"
 
 
 class Shard:
@@ -125,6 +177,7 @@ class Shard:
             raise ShardError(f"{self.path} has a corrupt header (arrays missing)")
         self.metadata: dict[str, Any] = header.get("metadata", {})
         size = self.path.stat().st_size
+        self._mmap: mmap.mmap | None = None
         self._arrays: dict[str, np.ndarray] = {}
         for name, spec in header["arrays"].items():
             try:
@@ -136,8 +189,20 @@ class Shard:
             nbytes = int(np.prod(shape)) * dtype.itemsize
             if nbytes and offset + nbytes > size:  # an empty array may start past the end
                 raise ShardError(f"{self.path} is truncated")
-            self._arrays[name] = (np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
-                                  if nbytes else np.zeros(shape, dtype))
+            if not nbytes:
+                self._arrays[name] = np.zeros(shape, dtype)
+                continue
+            if self._mmap is None:
+                try:
+                    self._mmap = _map_file(self.path)
+                except OSError as exc:
+                    if exc.errno == errno.EMFILE:
+                        raise ShardError(f"cannot open shard {self.path}: {_open_file_limit()} is reached "
+                                         "(every shard keeps its file open); raise it with 'ulimit -n', or "
+                                         "write fewer, larger shards (prepare --shard-size)") from None
+                    raise ShardError(f"cannot read shard {self.path}: {exc}") from None
+            self._arrays[name] = np.frombuffer(self._mmap, dtype=dtype, count=int(np.prod(shape)),
+                                               offset=offset).reshape(shape)
         self.boards = self._arrays["boards"]
         self.offsets = self._arrays["offsets"]
         self.actions = self._arrays["actions"]
