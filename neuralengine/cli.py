@@ -8,6 +8,7 @@ when asked for, which keeps the UCI start-up fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: subcommand -> (module, one-line help). Each module exposes ``main(argv) -> int``.
@@ -52,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuralengine: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except BrokenPipeError:
+        # The reader went away (``neuralengine analyse | head``): stop quietly, as
+        # Unix tools do. Point stdout at /dev/null so that the interpreter's own
+        # flush at exit does not raise the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from neuralengine.cli import COMMANDS, main
@@ -23,3 +27,16 @@ def test_analyse_help_says_win_percent(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["analyse", "--help"])
     assert "win % and centipawns" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_closed_pipe_ends_the_output_quietly() -> None:
+    """``neuralengine analyse | head -1`` where the reader is gone before the
+    output comes: the command stops without a traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    proc = subprocess.Popen([sys.executable, "-m", "neuralengine", "analyse", "--top", "20"],
+                            stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 1
