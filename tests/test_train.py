@@ -12,7 +12,9 @@ import torch
 
 from neuralengine.data.prepare import convert_text
 from neuralengine.encoding import bucket_values, win_prob_to_bucket
-from neuralengine.train import TrainConfig, hl_gauss_targets, kendall_tau, loss_fn, lr_at, train
+from neuralengine.train.loop import TrainConfig, lr_at, train
+from neuralengine.train.losses import hl_gauss_targets, loss_fn
+from neuralengine.train.metrics import kendall_tau
 from neuralengine.weights import load_weights
 
 
@@ -125,7 +127,8 @@ def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: P
     gives the same number."""
     from neuralengine.data.shards import open_shards
     from neuralengine.export import model_from_weights
-    from neuralengine.train import ActionValueData, evaluate
+    from neuralengine.train.data import ActionValueData
+    from neuralengine.train.metrics import evaluate
 
     result = train(_config(tmp_path / "run", seed_shards, steps=30, eval_every=30, eval_positions=60), progress=False)
     model = model_from_weights(load_weights(result["weights"]))
@@ -150,7 +153,7 @@ def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: P
 
 def test_held_out_shards_never_enter_training(seed_shards: Path, tmp_path: Path):
     from neuralengine.data.shards import Shard
-    from neuralengine.train import split_shard_paths
+    from neuralengine.train.data import split_shard_paths
 
     train_files, test_files = split_shard_paths([str(seed_shards)], None)
     assert test_files and all(Path(f).name.startswith("test-") for f in test_files)
@@ -198,7 +201,7 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path
             m.setattr(os, "replace", hook("replace"))
             with pytest.raises(_Killed):
                 train(_config(run, seed_shards, **kw), progress=False)
-        from neuralengine.train import checkpoint_info
+        from neuralengine.train.checkpoint import checkpoint_info
 
         # The checkpoint on disk is whole: the one of step 4, or of step 8 once renamed.
         assert checkpoint_info(run / "checkpoint.safetensors")["step"] == (8 if kill_at >= 3 else 4)
@@ -214,7 +217,9 @@ def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp
     """--init: a shared-board run seeds a board-head model's encoder; a
     checkpoint of the same architecture brings its optimiser state too."""
     from neuralengine.model import Transformer
-    from neuralengine.train import init_from, main, model_config
+    from neuralengine.train.checkpoint import init_from
+    from neuralengine.train.cli import main
+    from neuralengine.train.loop import model_config
 
     first = train(_config(tmp_path / "first", seed_shards, steps=6, eval_every=1000), progress=False)
     source = load_weights(first["weights"]).tensors
@@ -245,7 +250,7 @@ def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp
 
 
 def test_ranking_loss_prefers_the_teachers_order():
-    from neuralengine.train import ranking_loss
+    from neuralengine.train.losses import ranking_loss
 
     values = torch.as_tensor(bucket_values(128), dtype=torch.float32)
 
