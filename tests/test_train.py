@@ -213,6 +213,28 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path
         assert not list(run.glob(".*.tmp"))
 
 
+def test_a_run_removes_only_the_temporary_files_of_dead_writers(seed_shards: Path, tmp_path: Path):
+    """Starting a run clears what a killed save left in the run folder, but not the temporary file of a
+    writer that is still running, nor a file of another naming scheme."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = run / f".checkpoint.safetensors.{dead_pid}.x1y2.tmp"
+    alive = run / f".model.safetensors.{os.getppid()}.a3b4.tmp"
+    foreign = run / ".notes.tmp"
+    for path in (dead, alive, foreign):
+        path.write_bytes(b"partial")
+    train(_config(run, seed_shards, steps=2, eval_every=1000, eval_positions=10), progress=False)
+    assert not dead.exists()
+    assert alive.exists() and foreign.exists()
+
+
 def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp_path: Path):
     """--init: a shared-board run seeds a board-head model's encoder; a
     checkpoint of the same architecture brings its optimiser state too."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuralengine.atomic import write_text
+from neuralengine.atomic import remove_stale_temps, write_text
 from neuralengine.config import ACTION_VALUE, BOARD_ONCE, SHARED_BOARD, ModelConfig, preset
 from neuralengine.data.shards import open_shards
 from neuralengine.model import Transformer
@@ -196,8 +196,7 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
     step, seen_values, elapsed_before = 0, 0, 0.0
     metrics_path = run / "metrics.csv"
     if ranks.main:
-        for stale in run.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # left by a save that was killed midway
+        remove_stale_temps(run)  # left by a save that was killed midway
     if (run / CHECKPOINT).exists():
         info = load_checkpoint(run, model, ema, opt)
         step, seen_values, elapsed_before = info["step"], info["action_values"], info.get("elapsed", 0.0)
