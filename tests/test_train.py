@@ -271,6 +271,37 @@ def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp
     assert weights.metadata["provenance"]["init"] == "model.safetensors"
 
 
+def _hide_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import matplotlib`` fail as on an install without it, even after another test imported it."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_training_without_matplotlib_exports_and_resumes(seed_shards: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys):
+    """Plotting is optional: without matplotlib a run still writes its final model, says in one line that it
+    drew no curves, and resumes to the end."""
+    _hide_matplotlib(monkeypatch)
+    with pytest.raises(ImportError):
+        import matplotlib  # noqa: F401
+    run = tmp_path / "run"
+    kw = dict(steps=12, eval_every=6, eval_positions=20, checkpoint_every=6)
+    stopped = train(_config(run, seed_shards, stop_after=6, **kw), progress=False)
+    provenance = load_weights(run / "model.safetensors").metadata["provenance"]
+    assert stopped["step"] == provenance["steps"] == 6 and "partial" not in provenance
+    assert not (run / "metrics.png").exists()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "matplotlib" in line]
+    assert len(notes) == 1 and "metrics.png" in notes[0] and "metrics.csv" in notes[0]
+    resumed = train(_config(run, seed_shards, **kw), progress=False)
+    provenance = load_weights(run / "model.safetensors").metadata["provenance"]
+    assert resumed["step"] == provenance["steps"] == 12 and "partial" not in provenance
+    assert {"test_loss", "action_accuracy", "raw_action_accuracy"} <= set(provenance["final_metrics"])
+    assert not (run / "metrics.png").exists()
+
+
 def test_ranking_loss_prefers_the_teachers_order():
     from neuralengine.train.losses import ranking_loss
 

@@ -39,7 +39,7 @@ from neuralengine.train.checkpoint import CHECKPOINT, export_model, init_from, l
 from neuralengine.train.data import ActionValueData, split_shard_paths, training_batch
 from neuralengine.train.losses import loss_fn, ranking_loss
 from neuralengine.train.metrics import FINAL, append_metrics, evaluate, rewrite_metrics
-from neuralengine.train.plot import plot_metrics
+from neuralengine.train.plot import NO_MATPLOTLIB, plot_metrics
 
 
 @dataclass
@@ -324,7 +324,6 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         append_metrics(metrics_path, last)
     elapsed = elapsed_before + time.monotonic() - t0
     save_checkpoint(run, model, ema, opt, {"step": step, "action_values": seen_values, "elapsed": elapsed})
-    plot_metrics(metrics_path, run / "metrics.png")
     provenance = {
         "trainer": "neuralengine train",
         "steps": step, "action_values_seen": seen_values, "positions_per_step": positions_per_step,
@@ -337,4 +336,7 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         "processes": ranks.world,
     }
     path = export_model(run, cfg, ema, provenance)
+    # The curves come last: drawing them is optional, the model is not.
+    if not plot_metrics(metrics_path, run / "metrics.png"):
+        print(f"train: {NO_MATPLOTLIB}", file=sys.stderr)
     return {"weights": str(path), "step": step, **provenance}
