@@ -271,6 +271,56 @@ def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp
     assert weights.metadata["provenance"]["init"] == "model.safetensors"
 
 
+def _train_args(out: Path, data: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--steps", "2", "--batch-size", "8", "--eval-positions", "10",
+            "--threads", "1", "--quiet", *extra]
+
+
+def test_init_from_a_file_that_is_not_our_weights_fails_in_one_line(seed_shards: Path, tmp_path: Path, capsys):
+    """A foreign safetensors file or a file of another kind given to --init: one line and exit status 2,
+    whatever architecture flags come with it."""
+    from safetensors.numpy import save_file
+
+    from neuralengine.train.cli import main
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"encoder.weight": np.zeros((4, 4), np.float32)}, str(foreign))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"this is not a safetensors file")
+    for source in (foreign, garbage):
+        for extra in ([], ["--preset", "tiny"], ["--attention", "board_head"]):
+            out = tmp_path / f"run-{source.stem}-{len(extra)}"
+            assert main(_train_args(out, seed_shards, "--init", str(source), *extra)) == 2
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("neuralengine train: --init: "), lines
+            assert source.name in lines[0]
+            assert not (out / "model.safetensors").exists()
+
+
+def test_init_keeps_the_init_models_sizes_and_refuses_another_width(seed_shards: Path, tmp_path: Path,
+                                                                    tiny_shared_weights: Path, capsys):
+    """--init with --attention trains the init model's sizes in the new layout (its encoder seeds the new
+    model); a --preset or --dim of another width, which would copy nothing, is refused in one line."""
+    from neuralengine.train.cli import main
+
+    out = tmp_path / "board_head"
+    assert main(_train_args(out, seed_shards, "--init", str(tiny_shared_weights), "--attention", "board_head")) == 0
+    cfg = load_weights(out / "model.safetensors").config
+    assert (cfg.attention, cfg.num_layers, cfg.embed_dim, cfg.num_heads) == ("board_head", 2, 32, 2)
+    assert "fresh: head, move_head" in capsys.readouterr().err
+    deeper = tmp_path / "deeper"
+    assert main(_train_args(deeper, seed_shards, "--init", str(tiny_shared_weights), "--layers", "3")) == 0
+    cfg = load_weights(deeper / "model.safetensors").config
+    assert (cfg.attention, cfg.num_layers, cfg.embed_dim) == ("shared_board", 3, 32)
+    capsys.readouterr()
+    for flags in (["--dim", "64"], ["--preset", "small"], ["--preset", "small", "--attention", "full"]):
+        refused = tmp_path / f"refused-{len(flags)}-{flags[1]}"
+        assert main(_train_args(refused, seed_shards, "--init", str(tiny_shared_weights), *flags)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "width 32" in lines[0] and flags[0] in lines[0], lines
+        assert not refused.exists()
+
+
 def _hide_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import matplotlib`` fail as on an install without it, even after another test imported it."""
     import sys

@@ -18,14 +18,18 @@ import numpy as np
 import torch
 
 from neuralengine.atomic import atomic_path, write_text
-from neuralengine.config import ModelConfig
+from neuralengine.config import PRESETS, ConfigError, ModelConfig
 from neuralengine.model import Transformer
-from neuralengine.weights import save_weights
+from neuralengine.weights import WeightsError, save_weights
 
 #: The checkpoint file of a run folder: model, EMA and optimiser tensors, with
 #: the progress record (step, action values, elapsed) in its metadata, so that
 #: one ``os.replace`` makes the whole checkpoint visible at once.
 CHECKPOINT = "checkpoint.safetensors"
+
+
+class InitError(ValueError):
+    """An ``--init`` source that cannot seed this run; the message says why in one line."""
 
 
 def _state_tensors(model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -105,29 +109,65 @@ def export_model(run: Path, cfg: ModelConfig, ema: dict[str, torch.Tensor], prov
 
 def init_source(path: str) -> tuple[Path, bool]:
     """Resolve ``--init``: a run folder (its checkpoint, else its exported
-    model), a checkpoint file, or a weights file. Returns (file, is_checkpoint)."""
+    model), a checkpoint file, or a weights file. Returns (file, is_checkpoint).
+    Raises :class:`InitError` for anything else."""
+    from safetensors import SafetensorError, safe_open
+
     p = Path(path)
     if p.is_dir():
         if (p / CHECKPOINT).exists():
             return p / CHECKPOINT, True
         p = p / "model.safetensors"
-    if not p.exists():
-        raise FileNotFoundError(f"--init: {path} is not a weights file, checkpoint or run folder")
-    from safetensors import safe_open
-
-    with safe_open(str(p), framework="pt") as fh:
-        is_checkpoint = any(k.startswith("model/") for k in fh.keys())
+    if not p.is_file():
+        raise InitError(f"{path} is not a weights file, checkpoint or run folder")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            is_checkpoint = any(k.startswith("model/") for k in fh.keys())
+    except (SafetensorError, OSError) as exc:
+        raise InitError(f"{p} is not a safetensors file ({exc})") from None
     return p, is_checkpoint
 
 
 def init_config(path: str) -> ModelConfig:
-    """The architecture of an ``--init`` source."""
+    """The architecture of an ``--init`` source (:class:`InitError` when it has none)."""
     from neuralengine.weights import config_from_metadata, read_metadata
 
     source, is_checkpoint = init_source(path)
-    if is_checkpoint:
-        return ModelConfig.from_dict(json.loads((source.parent / "config.json").read_text())["model"])
-    return config_from_metadata(read_metadata(source))
+    try:
+        if is_checkpoint:
+            config = source.parent / "config.json"
+            return ModelConfig.from_dict(json.loads(config.read_text())["model"])
+        return config_from_metadata(read_metadata(source))
+    except OSError as exc:
+        raise InitError(f"{source} is a checkpoint without a readable config.json beside it "
+                        f"({exc.strerror or exc})") from None
+    except (KeyError, ValueError, WeightsError) as exc:  # ConfigError and bad JSON are ValueErrors
+        raise InitError(str(exc) if isinstance(exc, (WeightsError, ConfigError)) else
+                        f"{source}: the config.json beside it names no model ({exc})") from None
+
+
+def init_architecture(path: str, preset_name: str | None = None, attention: str | None = None,
+                      layers: int | None = None, dim: int | None = None,
+                      heads: int | None = None) -> dict[str, Any]:
+    """The architecture of a run that starts from ``path``, as
+    :class:`~neuralengine.train.loop.TrainConfig` fields.
+
+    The ``--init`` model's architecture, with what the command line names
+    instead: ``attention`` another layout (a shared-board encoder can seed a
+    board-head model), ``preset_name`` other sizes, and ``layers``, ``dim``
+    and ``heads`` single sizes. A width that differs from the init model's
+    would leave none of its weights usable, so it raises :class:`InitError`.
+    """
+    src = init_config(path)
+    sizes = PRESETS[preset_name] if preset_name else (src.num_layers, src.embed_dim, src.num_heads)
+    chosen = {"attention": attention or src.attention, "layers": layers or sizes[0], "dim": dim or sizes[1],
+              "heads": heads or sizes[2]}
+    if chosen["dim"] != src.embed_dim:
+        asked = f"--dim {dim}" if dim else f"--preset {preset_name}"
+        raise InitError(f"{path} is a {src.num_layers}-layer model of width {src.embed_dim}, but {asked} asks for "
+                        f"width {chosen['dim']}: none of its weights would fit. Leave out --preset and --dim to "
+                        "train at the init model's sizes")
+    return chosen
 
 
 def init_from(path: str, model: Transformer, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> str:
@@ -135,7 +175,8 @@ def init_from(path: str, model: Transformer, ema: dict[str, torch.Tensor], opt: 
     copied (the position table is cut to this model's rows, so a shared-board
     encoder can seed a board-head model); the rest keep their fresh values. A
     checkpoint of the same architecture also brings its EMA and optimiser
-    state. Returns a one-line summary."""
+    state. Returns a one-line summary; raises :class:`InitError` for a source
+    that holds no usable weights."""
     from safetensors.torch import load_file
 
     source, is_checkpoint = init_source(path)
@@ -145,7 +186,11 @@ def init_from(path: str, model: Transformer, ema: dict[str, torch.Tensor], opt: 
     else:
         from neuralengine.weights import load_weights
 
-        weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_weights(source).tensors.items()}
+        try:
+            loaded = load_weights(source)
+        except WeightsError as exc:
+            raise InitError(str(exc)) from None
+        weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in loaded.tensors.items()}
     own = model.state_dict()
     copied, fresh = {}, []
     for name, value in own.items():

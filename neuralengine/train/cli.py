@@ -8,7 +8,7 @@ import json
 import sys
 
 from neuralengine.config import ATTENTIONS, PRESETS
-from neuralengine.train.checkpoint import init_config
+from neuralengine.train.checkpoint import InitError, init_architecture
 from neuralengine.train.loop import TrainConfig, train
 
 
@@ -18,10 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", nargs="+", help="held-out shards (default: test-*.neav beside the data)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, metrics.png, model.safetensors")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="model size (default: small, or the --init model's architecture)")
+                   help="model size (default: small, or the --init model's sizes)")
     p.add_argument("--init", metavar="FILE",
                    help="start from these weights: a weights file (the shipped model), a run folder or its "
-                        "checkpoint (with EMA and optimiser state when the architecture is the same)")
+                        "checkpoint (with EMA and optimiser state when the architecture is the same); the "
+                        "architecture is the init model's except what --attention, --preset, --layers and "
+                        "--heads name, and a width other than its own is refused")
     p.add_argument("--layers", type=int)
     p.add_argument("--dim", type=int)
     p.add_argument("--heads", type=int)
@@ -64,18 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     fields = {f for f in TrainConfig.__dataclass_fields__}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if args.init and args.preset is None and args.attention is None:
-        # Same architecture as the starting weights, unless sizes are given.
-        try:
-            src = init_config(args.init)
-        except (OSError, ValueError) as exc:
-            print(f"neuralengine train: {exc}", file=sys.stderr)
-            return 2
-        values.update(attention=src.attention)
-        for key, val in (("layers", src.num_layers), ("dim", src.embed_dim), ("heads", src.num_heads)):
-            values.setdefault(key, val)
-    tc = TrainConfig(**values)
-    result = train(tc, progress=not args.quiet)
+    try:
+        if args.init:
+            # The init model's architecture, with what the flags name instead.
+            values.update(init_architecture(args.init, args.preset, args.attention, args.layers, args.dim,
+                                            args.heads))
+        result = train(TrainConfig(**values), progress=not args.quiet)
+    except InitError as exc:
+        print(f"neuralengine train: --init: {exc}", file=sys.stderr)
+        return 2
     if "final_metrics" in result:  # rank 0 (or a single process) reports
         print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
     return 0
