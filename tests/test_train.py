@@ -166,6 +166,28 @@ def test_held_out_shards_never_enter_training(seed_shards: Path, tmp_path: Path)
     assert result["train_positions"] == sum(len(Shard(Path(f)).boards) for f in train_files)
 
 
+def test_a_run_without_held_out_positions_says_so(seed_shards: Path, tmp_path: Path, capsys):
+    """No test shards beside the data, or only empty ones: the run warns that it measures nothing held out,
+    and reports no metrics rather than zeros."""
+    import shutil
+
+    from neuralengine.data.shards import write_shard
+
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    for shard in seed_shards.glob("train-*.neav"):
+        shutil.copy(shard, train_only / shard.name)
+    empty = write_shard(tmp_path / "empty" / "test-0000.neav", [])
+    for name, kw in (("no_test_shards", {}), ("empty_test_shard", {"test_data": [str(empty)]})):
+        result = train(_config(tmp_path / name, train_only, steps=2, eval_every=1, eval_positions=10, **kw),
+                       progress=False)
+        assert result["final_metrics"] == {}, name
+        warnings = [line for line in capsys.readouterr().err.splitlines() if "no held-out positions" in line]
+        assert warnings and all("--test-data" in line or "final_metrics" in line for line in warnings), name
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        assert rows and not any(r["test_loss"] for r in rows), name
+
+
 class _Killed(BaseException):
     """Stands for SIGKILL at one point of a checkpoint save."""
 

@@ -173,6 +173,14 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
         dist.destroy_process_group()
 
 
+def _no_held_out(tc: TrainConfig, test_paths: list[str]) -> str:
+    where = (f"the held-out shards ({len(test_paths)}) hold no positions" if test_paths else
+             "--data has no test-*.neav shards beside it" if tc.test_data is None else "--test-data names no shards")
+    return (f"no held-out positions: {where}, so the run measures no held-out loss, accuracy or Kendall tau "
+            "and final_metrics stays empty. Give held-out shards with --test-data, or prepare the data with "
+            "a --test-fraction large enough to give the test split some games")
+
+
 def _ema_model(cfg: ModelConfig, ema: dict[str, torch.Tensor], device: torch.device) -> Transformer:
     model = Transformer(cfg).to(device)
     model.load_state_dict(ema)
@@ -186,6 +194,10 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         raise FileNotFoundError(f"no training shards in {', '.join(tc.data)}")
     data = ActionValueData(open_shards(train_paths), tc.max_positions)
     test = ActionValueData(open_shards(test_paths)) if test_paths else None
+    if test is not None and not len(test):
+        test = None  # measuring zero positions would report zeros as if they were results
+    if test is None and ranks.main:
+        print(f"train: warning: {_no_held_out(tc, test_paths)}", file=sys.stderr)
     cfg = model_config(tc)
     model = Transformer(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -336,6 +348,9 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         "processes": ranks.world,
     }
     path = export_model(run, cfg, ema, provenance)
+    if test is None:
+        print("train: warning: final_metrics is empty: there were no held-out positions (see above)",
+              file=sys.stderr)
     # The curves come last: drawing them is optional, the model is not.
     if not plot_metrics(metrics_path, run / "metrics.png"):
         print(f"train: {NO_MATPLOTLIB}", file=sys.stderr)
