@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datagen": ("neuralengine.data.datagen", "generate positions from Stockfish self-play or PGN/EPD files"),
     "annotate": ("neuralengine.data.annotate", "score every legal move of positions with Stockfish"),
     "prepare": ("neuralengine.data.prepare", "turn annotated text into train/test shards"),
-    "train": ("neuralengine.train", "train a model on action-value shards"),
+    "train": ("neuralengine.train.cli", "train a model on action-value shards"),
     "export": ("neuralengine.export", "write the ONNX graph (and optionally int8) of a weights file"),
     "convert": ("neuralengine.deepmind.convert", "convert DeepMind's released checkpoints"),
     "probe": ("neuralengine.research.probe", "linear probes: what the network's layers know about the board"),

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from neuralengine.train import Ranks, train  # noqa: E402
+from neuralengine.train.loop import Ranks, train  # noqa: E402
 from neuralengine.weights import load_weights  # noqa: E402
 from test_train import _config, seed_shards  # noqa: E402,F401  (the shared fixture)
 

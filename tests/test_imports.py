@@ -113,3 +113,20 @@ def test_layers_run_one_way() -> None:
                       ("neuralengine.weights", "neuralengine.backends"),
                       ("neuralengine.paths", "neuralengine.weights")]:
         assert not reaches(low, high), f"{low} must not import {high}"
+
+
+def test_playing_path_reaches_no_training_code() -> None:
+    """Nothing the UCI engine runs (``uci``, ``engine``, ``backends`` and what they import, lazily or not)
+    names the trainer, whichever of their modules it starts from."""
+    graph = import_graph()
+    playing = [m for m in graph if m.split(".")[:2] in (["neuralengine", "uci"], ["neuralengine", "engine"],
+                                                         ["neuralengine", "backends"])]
+    assert "neuralengine.uci" in playing and "neuralengine.engine" in playing
+    seen, todo = set(), list(playing)
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph[node])
+    training = sorted(m for m in seen if m == "neuralengine.train" or m.startswith("neuralengine.train."))
+    assert not training, f"the playing path imports training code: {training}"

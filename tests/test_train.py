@@ -12,7 +12,9 @@ import torch
 
 from neuralengine.data.prepare import convert_text
 from neuralengine.encoding import bucket_values, win_prob_to_bucket
-from neuralengine.train import TrainConfig, hl_gauss_targets, kendall_tau, loss_fn, lr_at, train
+from neuralengine.train.loop import TrainConfig, lr_at, train
+from neuralengine.train.losses import hl_gauss_targets, loss_fn
+from neuralengine.train.metrics import kendall_tau
 from neuralengine.weights import load_weights
 
 
@@ -125,7 +127,8 @@ def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: P
     gives the same number."""
     from neuralengine.data.shards import open_shards
     from neuralengine.export import model_from_weights
-    from neuralengine.train import ActionValueData, evaluate
+    from neuralengine.train.data import ActionValueData
+    from neuralengine.train.metrics import evaluate
 
     result = train(_config(tmp_path / "run", seed_shards, steps=30, eval_every=30, eval_positions=60), progress=False)
     model = model_from_weights(load_weights(result["weights"]))
@@ -150,7 +153,7 @@ def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: P
 
 def test_held_out_shards_never_enter_training(seed_shards: Path, tmp_path: Path):
     from neuralengine.data.shards import Shard
-    from neuralengine.train import split_shard_paths
+    from neuralengine.train.data import split_shard_paths
 
     train_files, test_files = split_shard_paths([str(seed_shards)], None)
     assert test_files and all(Path(f).name.startswith("test-") for f in test_files)
@@ -161,6 +164,28 @@ def test_held_out_shards_never_enter_training(seed_shards: Path, tmp_path: Path)
     result = train(_config(tmp_path / "run", seed_shards, steps=2, eval_every=1000, eval_positions=10,
                            test_data=test_files), progress=False)
     assert result["train_positions"] == sum(len(Shard(Path(f)).boards) for f in train_files)
+
+
+def test_a_run_without_held_out_positions_says_so(seed_shards: Path, tmp_path: Path, capsys):
+    """No test shards beside the data, or only empty ones: the run warns that it measures nothing held out,
+    and reports no metrics rather than zeros."""
+    import shutil
+
+    from neuralengine.data.shards import write_shard
+
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    for shard in seed_shards.glob("train-*.neav"):
+        shutil.copy(shard, train_only / shard.name)
+    empty = write_shard(tmp_path / "empty" / "test-0000.neav", [])
+    for name, kw in (("no_test_shards", {}), ("empty_test_shard", {"test_data": [str(empty)]})):
+        result = train(_config(tmp_path / name, train_only, steps=2, eval_every=1, eval_positions=10, **kw),
+                       progress=False)
+        assert result["final_metrics"] == {}, name
+        warnings = [line for line in capsys.readouterr().err.splitlines() if "no held-out positions" in line]
+        assert warnings and all("--test-data" in line or "final_metrics" in line for line in warnings), name
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        assert rows and not any(r["test_loss"] for r in rows), name
 
 
 class _Killed(BaseException):
@@ -198,7 +223,7 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path
             m.setattr(os, "replace", hook("replace"))
             with pytest.raises(_Killed):
                 train(_config(run, seed_shards, **kw), progress=False)
-        from neuralengine.train import checkpoint_info
+        from neuralengine.train.checkpoint import checkpoint_info
 
         # The checkpoint on disk is whole: the one of step 4, or of step 8 once renamed.
         assert checkpoint_info(run / "checkpoint.safetensors")["step"] == (8 if kill_at >= 3 else 4)
@@ -210,11 +235,35 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path
         assert not list(run.glob(".*.tmp"))
 
 
+def test_a_run_removes_only_the_temporary_files_of_dead_writers(seed_shards: Path, tmp_path: Path):
+    """Starting a run clears what a killed save left in the run folder, but not the temporary file of a
+    writer that is still running, nor a file of another naming scheme."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = run / f".checkpoint.safetensors.{dead_pid}.x1y2.tmp"
+    alive = run / f".model.safetensors.{os.getppid()}.a3b4.tmp"
+    foreign = run / ".notes.tmp"
+    for path in (dead, alive, foreign):
+        path.write_bytes(b"partial")
+    train(_config(run, seed_shards, steps=2, eval_every=1000, eval_positions=10), progress=False)
+    assert not dead.exists()
+    assert alive.exists() and foreign.exists()
+
+
 def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp_path: Path):
     """--init: a shared-board run seeds a board-head model's encoder; a
     checkpoint of the same architecture brings its optimiser state too."""
     from neuralengine.model import Transformer
-    from neuralengine.train import init_from, main, model_config
+    from neuralengine.train.checkpoint import init_from
+    from neuralengine.train.cli import main
+    from neuralengine.train.loop import model_config
 
     first = train(_config(tmp_path / "first", seed_shards, steps=6, eval_every=1000), progress=False)
     source = load_weights(first["weights"]).tensors
@@ -244,8 +293,89 @@ def test_training_starts_from_the_shipped_kind_of_weights(seed_shards: Path, tmp
     assert weights.metadata["provenance"]["init"] == "model.safetensors"
 
 
+def _train_args(out: Path, data: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--steps", "2", "--batch-size", "8", "--eval-positions", "10",
+            "--threads", "1", "--quiet", *extra]
+
+
+def test_init_from_a_file_that_is_not_our_weights_fails_in_one_line(seed_shards: Path, tmp_path: Path, capsys):
+    """A foreign safetensors file or a file of another kind given to --init: one line and exit status 2,
+    whatever architecture flags come with it."""
+    from safetensors.numpy import save_file
+
+    from neuralengine.train.cli import main
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"encoder.weight": np.zeros((4, 4), np.float32)}, str(foreign))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"this is not a safetensors file")
+    for source in (foreign, garbage):
+        for extra in ([], ["--preset", "tiny"], ["--attention", "board_head"]):
+            out = tmp_path / f"run-{source.stem}-{len(extra)}"
+            assert main(_train_args(out, seed_shards, "--init", str(source), *extra)) == 2
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("neuralengine train: --init: "), lines
+            assert source.name in lines[0]
+            assert not (out / "model.safetensors").exists()
+
+
+def test_init_keeps_the_init_models_sizes_and_refuses_another_width(seed_shards: Path, tmp_path: Path,
+                                                                    tiny_shared_weights: Path, capsys):
+    """--init with --attention trains the init model's sizes in the new layout (its encoder seeds the new
+    model); a --preset or --dim of another width, which would copy nothing, is refused in one line."""
+    from neuralengine.train.cli import main
+
+    out = tmp_path / "board_head"
+    assert main(_train_args(out, seed_shards, "--init", str(tiny_shared_weights), "--attention", "board_head")) == 0
+    cfg = load_weights(out / "model.safetensors").config
+    assert (cfg.attention, cfg.num_layers, cfg.embed_dim, cfg.num_heads) == ("board_head", 2, 32, 2)
+    assert "fresh: head, move_head" in capsys.readouterr().err
+    deeper = tmp_path / "deeper"
+    assert main(_train_args(deeper, seed_shards, "--init", str(tiny_shared_weights), "--layers", "3")) == 0
+    cfg = load_weights(deeper / "model.safetensors").config
+    assert (cfg.attention, cfg.num_layers, cfg.embed_dim) == ("shared_board", 3, 32)
+    capsys.readouterr()
+    for flags in (["--dim", "64"], ["--preset", "small"], ["--preset", "small", "--attention", "full"]):
+        refused = tmp_path / f"refused-{len(flags)}-{flags[1]}"
+        assert main(_train_args(refused, seed_shards, "--init", str(tiny_shared_weights), *flags)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "width 32" in lines[0] and flags[0] in lines[0], lines
+        assert not refused.exists()
+
+
+def _hide_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import matplotlib`` fail as on an install without it, even after another test imported it."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_training_without_matplotlib_exports_and_resumes(seed_shards: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys):
+    """Plotting is optional: without matplotlib a run still writes its final model, says in one line that it
+    drew no curves, and resumes to the end."""
+    _hide_matplotlib(monkeypatch)
+    with pytest.raises(ImportError):
+        import matplotlib  # noqa: F401
+    run = tmp_path / "run"
+    kw = dict(steps=12, eval_every=6, eval_positions=20, checkpoint_every=6)
+    stopped = train(_config(run, seed_shards, stop_after=6, **kw), progress=False)
+    provenance = load_weights(run / "model.safetensors").metadata["provenance"]
+    assert stopped["step"] == provenance["steps"] == 6 and "partial" not in provenance
+    assert not (run / "metrics.png").exists()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "matplotlib" in line]
+    assert len(notes) == 1 and "metrics.png" in notes[0] and "metrics.csv" in notes[0]
+    resumed = train(_config(run, seed_shards, **kw), progress=False)
+    provenance = load_weights(run / "model.safetensors").metadata["provenance"]
+    assert resumed["step"] == provenance["steps"] == 12 and "partial" not in provenance
+    assert {"test_loss", "action_accuracy", "raw_action_accuracy"} <= set(provenance["final_metrics"])
+    assert not (run / "metrics.png").exists()
+
+
 def test_ranking_loss_prefers_the_teachers_order():
-    from neuralengine.train import ranking_loss
+    from neuralengine.train.losses import ranking_loss
 
     values = torch.as_tensor(bucket_values(128), dtype=torch.float32)
 

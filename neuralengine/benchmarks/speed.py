@@ -199,6 +199,47 @@ def write_random_model(folder: str | os.PathLike[str], cfg: Any, seed: int = 0, 
     return path
 
 
+def training_throughput(cfg: Any, data: Any, batch_size: int = 64, steps: int = 5, warmup: int = 2,
+                        max_moves: int = 64, seed: int = 0) -> dict[str, float]:
+    """Action values per second of real training steps (forward, backward,
+    AdamW) on ``data`` (:class:`~neuralengine.train.data.ActionValueData`),
+    as the trainer batches them for ``cfg.attention``.
+
+    The shared-board model takes ``batch_size`` positions per step; the
+    full model takes as many single action values as those positions hold,
+    so both steps learn from the same number of action values.
+    """
+    import numpy as np
+    import torch
+
+    from neuralengine.config import FULL
+    from neuralengine.model import Transformer
+    from neuralengine.train.losses import loss_fn
+
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sigma = 0.75 / cfg.num_buckets
+    seen, elapsed = 0, 0.0
+    for i in range(warmup + steps):
+        rng = np.random.default_rng([seed, i])
+        idx = rng.integers(0, len(data), batch_size)
+        boards, acts, probs, mask = data.position_batch(idx, max_moves, rng)
+        if cfg.attention == FULL:
+            rows, cols = np.nonzero(mask)
+            boards, acts, probs = boards[rows], acts[rows, cols][:, None], probs[rows, cols][:, None]
+            mask = np.ones_like(acts, dtype=bool)
+        start = time.perf_counter()
+        lp = model(torch.as_tensor(boards), torch.as_tensor(acts))
+        loss = loss_fn(lp, torch.as_tensor(probs), torch.as_tensor(mask), "hl_gauss", sigma)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            elapsed += time.perf_counter() - start
+            seen += int(mask.sum())
+    return {"action_values_per_s": seen / elapsed, "seconds": elapsed, "action_values": seen}
+
+
 def training_comparison(configs: list[Any], positions: list[Any], threads: int, batch_size: int = 32,
                         steps: int = 3, rounds: int = 2) -> list[dict[str, Any]]:
     """Training action values/s of each model layout on the suite positions.
@@ -214,7 +255,7 @@ def training_comparison(configs: list[Any], positions: list[Any], threads: int, 
 
     from neuralengine.data.shards import Position, Shard, write_shard
     from neuralengine.encoding import legal_actions, tokenize_board
-    from neuralengine.train import ActionValueData, training_throughput
+    from neuralengine.train.data import ActionValueData
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
