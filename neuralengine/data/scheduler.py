@@ -161,11 +161,10 @@ class Scheduler:
 
     def run(self) -> Iterator[Outcome]:
         self.started = time.monotonic()
-        workers = self.backend.start(self.work)
         try:
-            yield from self._loop(workers)
+            yield from self._loop(self.backend.start(self.work))
         finally:
-            self.backend.close()
+            self.backend.close()  # also after a start that failed half-way
 
     def _loop(self, workers: list[int]) -> Iterator[Outcome]:
         backend, work = self.backend, self.work
@@ -258,8 +257,9 @@ class Scheduler:
                     busy.pop(worker, None)
                     idle.append(worker)
                     if msg.kind == "done":
+                        shown = counted.pop(msg.token, 0)
                         if self.progress is not None:
-                            self.progress.update(work.size(item) - counted.pop(msg.token, 0))
+                            self.progress.update(work.size(item) - shown)
                         outcome = Outcome(item, result=msg.payload)
                     else:
                         forget(msg.token)
