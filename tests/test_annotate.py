@@ -335,8 +335,10 @@ def test_a_running_writers_temp_files_survive_a_rerun(stockfish_path, tmp_path):
         live = out / f".train-00004.json.{writer.pid}.d4e5f6.tmp"
         live.write_text("half written")
         dead.write_text("left behind")
+        handler = signal.getsignal(signal.SIGTERM)
         assert main([str(tmp_path / "train.fen"), "--out", str(out), "--depth", "1", "--workers", "1", "--quiet",
                      "--stockfish", stockfish_path]) == 0
+        assert signal.getsignal(signal.SIGTERM) is handler  # the command's own handler is gone again
         assert live.read_text() == "half written"
         assert not dead.exists()
     finally:

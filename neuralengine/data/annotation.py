@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 from neuralengine.atomic import atomic_path, remove_stale_temps, write_text
 from neuralengine.data.positions import PositionError, is_position_line, iter_position_lines, parse_position
 from neuralengine.data.scheduler import Backend, Emit, EventHook, PoolBackend, Scheduler, default_workers, \
-    interrupt_exit, raise_on_sigterm
+    interrupt_exit, sigterm_interrupts
 from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, resolve_engine, search_command, \
     search_timeout_for
 
@@ -526,9 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         backend: Backend = RayBackend(args.ray, args.workers)
     else:
         backend = PoolBackend(args.workers)
-    raise_on_sigterm()
     try:
-        summary = annotate(inputs, settings, backend, args.split, progress=not args.quiet)
+        with sigterm_interrupts():
+            summary = annotate(inputs, settings, backend, args.split, progress=not args.quiet)
     except KeyboardInterrupt:
         return interrupt_exit("annotate", "finished shards are kept, rerun to continue")
     rate = summary.positions / max(summary.seconds, 1e-9)

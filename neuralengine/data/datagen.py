@@ -19,6 +19,7 @@ files are not played again. Self-play runs on the workers of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -32,7 +33,7 @@ import chess.pgn
 
 from neuralengine.atomic import write_bytes, write_text
 from neuralengine.data.positions import PositionError, format_position, is_position_line, parse_position
-from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, raise_on_sigterm
+from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, sigterm_interrupts
 from neuralengine.data.selfplay import POLICIES, SelfPlayConfig, game_id, play_games
 from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
@@ -334,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = Path(args.out)
     writer = PositionWriter(out, args.test_fraction, resume=args.resume)
-    raise_on_sigterm()
     skipped: dict[str, int] = {}
     sources: list[dict[str, Any]] = []
     start = time.monotonic()
+    sigterm = contextlib.ExitStack()
     try:
+        sigterm.enter_context(sigterm_interrupts())
         for name in args.inputs:
             path = Path(name)
             reader = iter_pgn_games if is_pgn(path) else iter_epd_games
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndatagen: {exc}; rerun with --resume to continue", file=sys.stderr)
         return 1
     finally:
+        sigterm.close()
         writer.close()
     meta_path = out / "datagen.json"
     runs = []

@@ -22,6 +22,10 @@ and runs one item at a time.
 The back ends only move items and messages: :class:`PoolBackend` (processes on
 this machine) here, and :class:`neuralengine.data.cluster.RayBackend` (actors
 on a Ray cluster, the optional ``cluster`` extra).
+
+:func:`sigterm_interrupts` and :func:`interrupt_exit` give both commands the
+same end on Ctrl-C and SIGTERM: the workers are stopped, one line is printed
+and the exit status is 130 or 143.
 """
 
 from __future__ import annotations
@@ -409,17 +413,24 @@ class Terminated(KeyboardInterrupt):
 _sigterm = threading.Event()
 
 
-def raise_on_sigterm() -> None:
-    """Make SIGTERM raise :class:`Terminated` in the main thread (the commands
-    catch it, stop their workers and exit with one line, status 143)."""
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (the commands catch
+    it, stop their workers and exit with one line, status 143); the old handler comes back after."""
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
     def handler(signum: int, frame: Any) -> None:
         _sigterm.set()
         raise Terminated()
 
-    signal.signal(signal.SIGTERM, handler)
+    _sigterm.clear()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupt_exit(name: str, advice: str) -> int:
