@@ -10,7 +10,7 @@ core:
 * ``raw-pipe``: a minimal driver that sends ``position``/``go`` and reads
   until ``bestmove`` without looking at the lines, one search at a time (so
   Stockfish idles while this process reads and answers).
-* ``annotator``: :func:`neuralengine.data.annotate.annotate_lines`, which is
+* ``annotator``: :func:`neuralengine.data.annotation.annotate_lines`, which is
   what each ``neuralengine annotate`` worker runs (searches queued one ahead).
 * ``annotate-cli``: ``neuralengine annotate --workers 1`` as a whole: worker
   process start-up, Stockfish start-up and the compressed shard writing
@@ -50,7 +50,7 @@ from pathlib import Path
 import chess
 import chess.engine
 
-from neuralengine.data.annotate import Settings, annotate_lines
+from neuralengine.data.annotation import Settings, annotate_lines
 from neuralengine.data.positions import parse_position
 from neuralengine.data.stockfish import Stockfish, resolve_engine
 from neuralengine.data.text import open_text
@@ -114,7 +114,7 @@ def run_annotator(command: list[str], boards: list[chess.Board], go: str, hash_m
 
 def run_annotate_cli(command: list[str], boards: list[chess.Board], go: str, hash_mb: int) -> float:
     """The whole command with one worker: process start-up, shard writing and all."""
-    from neuralengine.data.annotate import main as annotate_main
+    from neuralengine.data.annotation import main as annotate_main
 
     kind, value = go.split()
     with tempfile.TemporaryDirectory() as tmp:

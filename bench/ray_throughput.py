@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write a bar chart here (needs matplotlib)")
     args = parser.parse_args(argv)
 
-    from neuralengine.data.annotate import Settings, annotate
-    from neuralengine.data.cluster import annotate_on_ray, connect
+    from neuralengine.data.annotation import Settings, annotate
+    from neuralengine.data.cluster import RayBackend, connect
+    from neuralengine.data.scheduler import PoolBackend
     from neuralengine.data.stockfish import Stockfish, resolve_engine
 
     command = resolve_engine(args.stockfish)
@@ -83,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings = Settings(command=command, out_dir=str(out), depth=args.depth,
                                     shard_size=args.shard_size, engine=engine)
                 start = time.perf_counter()
-                if mode == "pool":
-                    summary = annotate([source], settings, args.workers, progress=False)
-                else:
-                    summary = annotate_on_ray([source], settings, args.workers, progress=False)
+                backend = PoolBackend(args.workers) if mode == "pool" else RayBackend(None, args.workers)
+                summary = annotate([source], settings, backend, progress=False)
                 seconds = time.perf_counter() - start
                 results[mode] = shard_texts(out)
                 rows.append({"round": round_, "mode": mode, "seconds": round(seconds, 3),

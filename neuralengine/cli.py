@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "match": ("neuralengine.benchmarks.match", "play matches (cutechess-cli, fastchess or built in) and rate them"),
     "puzzles": ("neuralengine.benchmarks.puzzles", "solve Lichess puzzles from a CSV file and report accuracy"),
     "datagen": ("neuralengine.data.datagen", "generate positions from Stockfish self-play or PGN/EPD files"),
-    "annotate": ("neuralengine.data.annotate", "score every legal move of positions with Stockfish"),
+    "annotate": ("neuralengine.data.annotation", "score every legal move of positions with Stockfish"),
     "prepare": ("neuralengine.data.prepare", "turn annotated text into train/test shards"),
     "train": ("neuralengine.train.cli", "train a model on action-value shards"),
     "export": ("neuralengine.export", "write the ONNX graph (and optionally int8) of a weights file"),

@@ -1,4 +1,4 @@
-"""Where the shipped weights live."""
+"""Where things live: the shipped weights, the cache, DeepMind's models, and Stockfish."""
 
 from __future__ import annotations
 
@@ -49,13 +49,27 @@ def default_weights() -> Path:
 STOCKFISH_CANDIDATES = ("/usr/games/stockfish", "/usr/local/bin/stockfish", "/opt/homebrew/bin/stockfish")
 
 
-def find_stockfish() -> str | None:
-    """The Stockfish executable: ``stockfish`` on ``PATH``, else a usual install place."""
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_stockfish(explicit: str | None = None) -> str | None:
+    """The Stockfish executable, or None: the one place every command looks for it.
+
+    ``explicit`` (a ``--stockfish`` value) is a path, used if it is an
+    executable file, or a name looked up on ``PATH``. Without it:
+    ``stockfish`` on ``PATH``, else a usual install place
+    (:data:`STOCKFISH_CANDIDATES`).
+    """
+    if explicit:
+        if os.sep in explicit or (os.altsep and os.altsep in explicit):
+            return explicit if _executable(explicit) else None
+        return shutil.which(explicit)
     found = shutil.which("stockfish")
     if found:
         return found
     for candidate in STOCKFISH_CANDIDATES:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        if _executable(candidate):
             return candidate
     return None
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import chess
 import pytest
 
-from neuralengine.data.annotate import Settings, annotate_lines, main
+from neuralengine.data.annotation import Settings, annotate_lines, main
 from neuralengine.data.stockfish import EngineError, EngineNotFoundError, Stockfish, parse_info, resolve_engine
 from neuralengine.data.text import iter_games, parse_line, position_key, score_to_win_prob
+from stuck_run import start_stuck_annotation, wait_gone
 
 SAMPLE = Path(__file__).parent / "data" / "av" / "d7_s101-000-head.txt.xz"
 
@@ -186,6 +189,25 @@ def test_missing_or_broken_engine_gives_a_clear_error(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_one_stockfish_lookup(tmp_path, monkeypatch):
+    """Every command finds Stockfish the same way: an explicit path or name, else PATH, else the usual places."""
+    from neuralengine.paths import find_stockfish
+
+    exe = tmp_path / "bin" / "stockfish"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    plain = tmp_path / "not-executable"
+    plain.write_text("")
+    assert find_stockfish(str(exe)) == str(exe)
+    assert find_stockfish(str(plain)) is None and find_stockfish(str(tmp_path / "missing")) is None
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert find_stockfish() == str(exe) and find_stockfish("stockfish") == str(exe)
+    assert resolve_engine("stockfish --flag") == [str(exe), "--flag"]
+    with pytest.raises(EngineNotFoundError, match="not executable"):
+        resolve_engine(str(plain))
+
+
 def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
@@ -247,3 +269,134 @@ def test_bound_scores_are_never_labels(tmp_path):
     assert len(scores) == black.legal_moves.count()
     assert stats.skipped == {"bound_only": 1} and stats.positions == 1
     assert games == [["g2", 1]]
+
+
+#: A UCI engine whose every score is the number of searches since its last ``ucinewgame``: a label
+#: then shows whether the hash and history were cleared before the position was searched.
+COUNTING_ENGINE = r'''
+import sys
+import chess
+
+board = chess.Board()
+searches = 0
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    if words[0] == "uci":
+        print("id name counting-engine")
+        for name in ("MultiPV", "Threads", "Hash"):
+            print(f"option name {name} type spin default 1 min 1 max 500")
+        print("uciok")
+    elif words[0] == "isready":
+        print("readyok")
+    elif words[0] == "ucinewgame":
+        searches = 0
+    elif words[0] == "position":
+        board = chess.Board(line.split(" fen ", 1)[1].split(" moves ")[0].strip())
+    elif words[0] == "go":
+        searches += 1
+        for rank, move in enumerate(board.legal_moves, 1):
+            print(f"info depth 1 multipv {rank} score cp {searches} nodes 1 pv {move.uci()}")
+        print(f"bestmove {next(iter(board.legal_moves)).uci()}")
+    elif words[0] == "quit":
+        break
+    sys.stdout.flush()
+'''
+
+
+def test_lines_without_a_game_id_are_games_of_their_own(tmp_path):
+    """``--clear-hash game``: a line without a game id is a game of its own, so its labels do not depend
+    on the positions before it; lines of one named game share the hash."""
+    script = tmp_path / "counting_engine.py"
+    script.write_text(COUNTING_ENGINE)
+    settings = Settings(command=[sys.executable, str(script)], out_dir="", depth=1, clear_hash="game")
+    fens = [chess.STARTING_FEN, "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3",
+            "7k/8/8/8/8/8/8/K5R1 w - - 0 1"]
+    lines = [f"{fens[0]}\n", f"{fens[1]}\n", f"{fens[2]}\tg1\n", f"{fens[0]}\tg1\n", f"{fens[1]}\n"]
+    with Stockfish(settings.command) as engine:
+        out, games, _ = annotate_lines(engine, lines, settings, name="p.fen")
+    counts = [{score for item in line.split("\t")[1].split() for score in [item.rsplit(":", 1)[1]]} for line in out]
+    assert counts == [{"1"}, {"1"}, {"1"}, {"2"}, {"1"}]
+    assert games == [["p.fen#0", 1], ["p.fen#1", 1], ["g1", 2], ["p.fen#4", 1]]
+
+
+def test_a_running_writers_temp_files_survive_a_rerun(stockfish_path, tmp_path):
+    """Only the temporary files of dead writers are cleaned up: another run that is still writing
+    into the same --out keeps its files."""
+    write_positions(tmp_path / "train.fen", 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    dead = out / f".train-00005.json.{finished.pid}.a1b2c3.tmp"
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        live = out / f".train-00004.json.{writer.pid}.d4e5f6.tmp"
+        live.write_text("half written")
+        dead.write_text("left behind")
+        handler = signal.getsignal(signal.SIGTERM)
+        assert main([str(tmp_path / "train.fen"), "--out", str(out), "--depth", "1", "--workers", "1", "--quiet",
+                     "--stockfish", stockfish_path]) == 0
+        assert signal.getsignal(signal.SIGTERM) is handler  # the command's own handler is gone again
+        assert live.read_text() == "half written"
+        assert not dead.exists()
+    finally:
+        writer.stdin.close()
+        writer.wait()
+
+
+HANGING = """#!{python}
+# Stockfish behind a pipe; on the first run its search number {after} never ends.
+import os, subprocess, sys
+marker = {marker!r}
+engine = subprocess.Popen([{stockfish!r}], stdin=subprocess.PIPE, stdout=sys.stdout, text=True)
+searches = 0
+for line in sys.stdin:
+    if line.startswith("go"):
+        searches += 1
+        if searches == {after} and not os.path.exists(marker):
+            open(marker, "w").close()
+            for _ in sys.stdin:  # hang: read on, answer nothing
+                pass
+            break
+    engine.stdin.write(line)
+    engine.stdin.flush()
+engine.stdin.close()
+engine.wait()
+"""
+
+
+def test_a_hanging_stockfish_is_killed_and_its_shard_redone(stockfish_path, tmp_path):
+    """A search that never ends runs into the search timeout: the engine is killed and restarted and
+    the shard redone, with the same result as a run without the hang."""
+    write_positions(tmp_path / "test.fen", 20, start=50)
+    clean, hung = tmp_path / "clean", tmp_path / "hung"
+    args = ["--depth", "2", "--shard-size", "10", "--workers", "1", "--quiet"]
+    assert main([str(tmp_path / "test.fen"), "--out", str(clean), *args, "--stockfish", stockfish_path]) == 0
+    wrapper = tmp_path / "hanging-stockfish"
+    wrapper.write_text(HANGING.format(python=sys.executable, after=14, marker=str(tmp_path / "hung-once"),
+                                      stockfish=stockfish_path))
+    wrapper.chmod(0o755)
+    # In a process of its own: without the timeout it would wait for ever.
+    result = subprocess.run([sys.executable, "-m", "neuralengine", "annotate", str(tmp_path / "test.fen"),
+                             "--out", str(hung), *args, "--stockfish", str(wrapper), "--search-timeout", "5"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "hung-once").exists(), "the wrapper never hung"
+    assert "did not finish a search within 5 s" in result.stderr
+    assert "1 restarts" in result.stderr
+    assert read_shards(hung) == read_shards(clean)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_workers_with_one_line(tmp_path):
+    """SIGTERM in the middle of a search: one line, status 143, and no worker or engine left behind."""
+    write_positions(tmp_path / "train.fen", 5)
+    driver, below = start_stuck_annotation(tmp_path, tmp_path / "train.fen")
+    assert len(below) >= 2, below  # the worker and its engine
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["annotate: terminated; finished shards are kept, rerun to continue"]
+    assert not wait_gone(below, 30), "worker processes outlived the run"

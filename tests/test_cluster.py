@@ -22,8 +22,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from neuralengine.data import cluster  # noqa: E402
-from neuralengine.data.annotate import Settings, annotate  # noqa: E402
+from stuck_run import start_stuck_annotation, wait_gone  # noqa: E402
+
+from neuralengine.data.annotation import Settings, annotate  # noqa: E402
+from neuralengine.data.cluster import RayBackend  # noqa: E402
+from neuralengine.data.scheduler import PoolBackend  # noqa: E402
 from neuralengine.data.stockfish import resolve_engine  # noqa: E402
 
 WORKERS = 2
@@ -81,23 +84,23 @@ def shards(folder: Path) -> dict[str, tuple[str, dict]]:
 def reference(positions: Path, stockfish_path: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The one-machine annotator's shards (process pool of 2)."""
     out = tmp_path_factory.mktemp("pool")
-    summary = annotate([positions], settings_for(out, stockfish_path, 9), WORKERS, progress=False)
+    summary = annotate([positions], settings_for(out, stockfish_path, 9), PoolBackend(WORKERS), progress=False)
     assert summary.positions == COUNT and summary.shards_done == SHARDS
     return shards(out)
 
 
 def test_ray_writes_the_same_shards_as_the_process_pool(local_cluster, positions, stockfish_path, reference,
                                                         tmp_path):
-    summary = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS,
+    summary = annotate([positions], settings_for(tmp_path, stockfish_path, 9), RayBackend(None, WORKERS),
                                       progress=False)
     assert (summary.positions, summary.shards_done, summary.restarts) == (COUNT, SHARDS, 0)
     assert shards(tmp_path) == reference
     # A rerun finds every shard done and redoes none.
-    again = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS, progress=False)
+    again = annotate([positions], settings_for(tmp_path, stockfish_path, 9), RayBackend(None, WORKERS), progress=False)
     assert (again.shards_done, again.shards_skipped) == (0, SHARDS)
     # After a crash that lost one shard's completion mark, only that shard is redone.
     (tmp_path / "train-00002.json").unlink()
-    again = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS, progress=False)
+    again = annotate([positions], settings_for(tmp_path, stockfish_path, 9), RayBackend(None, WORKERS), progress=False)
     assert (again.shards_done, again.shards_skipped) == (1, SHARDS - 1)
     assert shards(tmp_path) == reference
 
@@ -118,7 +121,7 @@ def test_killed_stockfish_and_actor_lose_nothing_and_duplicate_nothing(local_clu
             killed["actor"] = info["pid"]
             os.kill(info["pid"], signal.SIGKILL)                  # then a whole actor process
 
-    summary = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS,
+    summary = annotate([positions], settings_for(tmp_path, stockfish_path, 9), RayBackend(None, WORKERS),
                                       progress=False, on_event=chaos)
     assert set(killed) == {"stockfish", "actor"}
     assert summary.restarts >= 2 and summary.shards_failed == 0
@@ -131,10 +134,10 @@ def test_killed_stockfish_and_actor_lose_nothing_and_duplicate_nothing(local_clu
 
 
 def test_datagen_self_play_on_ray_actors(local_cluster, stockfish_path, tmp_path):
-    from neuralengine.data.selfplay import SelfPlayConfig, game_id
+    from neuralengine.data.selfplay import SelfPlayConfig, game_id, play_games
 
     cfg = SelfPlayConfig(seed=3, nodes=1000, max_plies=40)
-    records = list(cluster.selfplay_on_ray(resolve_engine(stockfish_path), cfg, 5, WORKERS, {game_id(3, 1)}))
+    records = list(play_games(resolve_engine(stockfish_path), cfg, 5, RayBackend(None, WORKERS), {game_id(3, 1)}))
     assert [r.game_id for r in records] == [game_id(3, i) for i in (0, 2, 3, 4)]  # in order, the skipped one left out
     for record in records:
         board = chess.Board(record.fens[0])
@@ -163,7 +166,27 @@ def test_without_ray_the_commands_name_the_extra(command, positions, tmp_path):
 
 def test_more_workers_than_cpus_are_capped(local_cluster, positions, stockfish_path, reference, tmp_path, capsys):
     """Actors beyond the cluster's CPUs would never be scheduled, and their shards would wait for ever."""
-    summary = cluster.annotate_on_ray([positions], settings_for(tmp_path, stockfish_path, 9), WORKERS + 3,
+    summary = annotate([positions], settings_for(tmp_path, stockfish_path, 9), RayBackend(None, WORKERS + 3),
                                       progress=False)
     assert summary.shards_done == SHARDS and shards(tmp_path) == reference
     assert f"has {WORKERS} CPUs; using {WORKERS} actors, not {WORKERS + 3}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_is_one_line_and_shuts_the_local_cluster_down(positions, tmp_path):
+    driver, below = start_stuck_annotation(tmp_path, positions, "--ray")
+    assert len(below) >= 5, below  # Ray's processes, the actor, the engine
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["annotate: terminated; finished shards are kept, rerun to continue"]
+    assert not wait_gone(below, 30), "processes of the local cluster outlived the run"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_after_sigkill_of_the_driver_no_process_of_its_local_cluster_stays(positions, tmp_path):
+    driver, below = start_stuck_annotation(tmp_path, positions, "--ray")
+    driver.kill()
+    driver.communicate(timeout=60)
+    # Ray's own agents notice a dead raylet only after a minute or more.
+    assert not wait_gone(below, 30), "processes of the local cluster outlived the run"

@@ -14,7 +14,7 @@ import pytest
 from neuralengine.data.datagen import main
 from neuralengine.data.positions import PositionError, parse_position
 from neuralengine.data.selfplay import SelfPlayConfig, play_game, sample_move
-from neuralengine.data.stockfish import SearchLine, SearchResult, Stockfish
+from neuralengine.data.stockfish import SearchLine, Stockfish, StockfishSearch
 from neuralengine.data.text import is_test_game, position_key
 
 DATA = Path(__file__).parent / "data" / "av"
@@ -110,7 +110,7 @@ def test_each_strength_policy_plays_a_game(stockfish_path, policy):
 
 
 def test_sample_move_follows_the_temperature():
-    result = SearchResult("e2e4", lines={1: SearchLine(1, "e2e4", "50", True, 5),
+    result = StockfishSearch("e2e4", lines={1: SearchLine(1, "e2e4", "50", True, 5),
                                          2: SearchLine(2, "d2d4", "40", True, 5),
                                          3: SearchLine(3, "g2g4", "-300", True, 5)})
     rng = random.Random(0)
@@ -205,3 +205,39 @@ for line in sys.stdin:
         main(["--help"])
     assert exc.value.code == 0
     assert "--random-plies" in capsys.readouterr().out
+
+
+KILLER = """#!{python}
+# Stockfish behind a pipe; on the first run, at search number {after}, it kills its worker process.
+import os, signal, subprocess, sys
+marker = {marker!r}
+engine = subprocess.Popen([{stockfish!r}], stdin=subprocess.PIPE, stdout=sys.stdout, text=True)
+searches = 0
+for line in sys.stdin:
+    if line.startswith("go"):
+        searches += 1
+        if searches == {after} and not os.path.exists(marker):
+            open(marker, "w").close()
+            engine.kill()
+            os.kill(os.getppid(), signal.SIGKILL)
+            sys.exit(1)
+    engine.stdin.write(line)
+    engine.stdin.flush()
+engine.stdin.close()
+engine.wait()
+"""
+
+
+def test_a_killed_worker_is_replaced_and_its_game_replayed(stockfish_path, tmp_path):
+    """A self-play worker process that dies is replaced; its game is played again from the start, so
+    the files are exactly those of a run without the kill."""
+    common = ["--games", "4", "--workers", "2", "--seed", "5", "--test-fraction", "0.3", "--policies", "multipv",
+              *FAST]  # Skill Level and UCI_Elo draw from a clock-seeded generator
+    assert main(["--out", str(tmp_path / "clean"), "--stockfish", stockfish_path, *common]) == 0
+    killer = tmp_path / "killer-stockfish"
+    killer.write_text(KILLER.format(python=sys.executable, after=25, marker=str(tmp_path / "killed"),
+                                    stockfish=stockfish_path))
+    killer.chmod(0o755)
+    assert main(["--out", str(tmp_path / "killed-run"), "--stockfish", str(killer), *common]) == 0
+    assert (tmp_path / "killed").exists(), "the wrapper never killed its worker"
+    assert read_out(tmp_path / "killed-run") == read_out(tmp_path / "clean")

@@ -58,11 +58,6 @@ def our_engine_command() -> list[str]:
     return [sys.executable, "-m", "neuralengine"]
 
 
-def find_stockfish(explicit: str | None = None) -> str | None:
-    """``explicit`` when given, else :func:`neuralengine.paths.find_stockfish`."""
-    return explicit or paths.find_stockfish()
-
-
 def find_tool(tool: str, explicit: str | None = None) -> str | None:
     """Path of cutechess-cli or fastchess: ``explicit`` when given, else PATH."""
     if explicit:
@@ -474,9 +469,10 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
     opponents: list[EngineSpec] = []
     ratings: dict[str, float] = {}
     if args.stockfish_elo or args.stockfish_skill:
-        stockfish = find_stockfish(args.stockfish)
+        stockfish = paths.find_stockfish(args.stockfish)
         if stockfish is None:
-            raise ValueError("Stockfish not found: install it or pass --stockfish PATH")
+            where = f" at {args.stockfish}" if args.stockfish else ""
+            raise ValueError(f"Stockfish not found{where}: install it or pass --stockfish PATH")
         sf_options = {"Threads": "1", "Hash": "16"}
         sf_options.update(dict(_name_value(o, "--stockfish-option") for o in args.stockfish_option))
         for level in args.stockfish_elo:
@@ -518,9 +514,10 @@ def _settings(args: argparse.Namespace, out: Path) -> MatchSettings:
         sprt = Sprt(args.elo0, args.elo1, args.alpha, args.beta, args.sprt_model)
     referee = None
     if args.adjudicate_with == "stockfish":
-        stockfish = find_stockfish(args.stockfish)
+        stockfish = paths.find_stockfish(args.stockfish)
         if stockfish is None:
-            raise ValueError("adjudication with Stockfish needs Stockfish: pass --stockfish PATH")
+            missing = f" (not found: {args.stockfish})" if args.stockfish else ""
+            raise ValueError(f"adjudication with Stockfish needs Stockfish{missing}: pass --stockfish PATH")
         referee = [stockfish]
     adjudication = Adjudication(args.resign_score, args.resign_moves, args.draw_score, args.draw_moves,
                                 args.draw_after, args.max_moves, args.adjudicate_with, referee, args.referee_time)

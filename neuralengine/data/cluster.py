@@ -1,50 +1,40 @@
-"""Annotation and self-play on a Ray cluster (``annotate --ray``, ``datagen --ray``).
+"""The Ray back end of the scheduler (``annotate --ray``, ``datagen --ray``).
 
 Needs the ``cluster`` extra (``pip install 'neuralengine[cluster]'``, which
-brings Ray); nothing else in the package imports this module.
+brings Ray); nothing imports this module unless ``--ray`` is given.
 
-* Each Ray actor (:class:`StockfishActor`, one CPU) owns one Stockfish
-  process. It annotates whole shards with exactly the code and settings of the
-  one-machine annotator (:func:`~neuralengine.data.annotate.annotate_lines`),
-  or plays self-play games (:func:`~neuralengine.data.selfplay.play_game`).
-* The driver (the machine running the command) hands out the work, gathers
-  the results and writes the shards itself, text first and JSON last, as the
-  process pool does. So the output is the same, a finished shard is never
-  redone and a rerun picks up where a crash stopped.
-* Progress streams from the actors to the driver through a Ray queue, so the
-  driver shows one bar for the whole cluster (positions, action values/s,
-  time left).
-* Faults: a Stockfish that dies inside an actor is restarted there and the
-  shard is redone from its start; an actor that dies (its process killed, its
-  node lost) is replaced and its shard or game goes to the next free actor.
-  The driver accepts one result per shard, from the attempt it is waiting
-  for, so nothing is lost and nothing is written twice.
+* :class:`RayBackend` runs the workers of :class:`~neuralengine.data.scheduler.Scheduler`
+  as Ray actors, one CPU and one Stockfish each, with exactly the code of the
+  process pool (:func:`~neuralengine.data.scheduler.run_item`). The driver
+  (the machine running the command) gets every result back and writes the
+  files itself, so the output is the same as the pool's.
+* Progress streams from the actors to the driver through a Ray queue, so one
+  bar shows the whole cluster.
+* An actor that dies (its process killed, its node lost) shows up as a failed
+  call; the scheduler replaces it and redoes its item.
+* A local cluster (``--ray`` without an address) is started with the least
+  Ray allows (no dashboard, no usage stats, logs kept out of the terminal),
+  and is shut down at the end, on Ctrl-C and on SIGTERM. Should the driver be
+  killed outright, a small watcher process ends the cluster's processes
+  (Ray's own agents would linger for a minute or more).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-import socket
+import signal
+import subprocess
 import sys
-import time
-from collections import deque
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+import threading
+from typing import Any
 
-from neuralengine.data.annotation import Settings, ShardStats, Summary, Task, TaskFeed, annotate_shard, \
-    iter_tasks, prepare_output, write_shard_files
-from neuralengine.data.selfplay import GameRecord, SelfPlayConfig, game_id, play_with_restarts
-from neuralengine.data.stockfish import EngineError, EngineSlot
+from neuralengine.data.scheduler import Message, Work, first_line, run_item, worker_location
 
 #: ``--ray`` without an address: start a local cluster on this machine.
 LOCAL = "local"
 INSTALL_HINT = "pip install 'neuralengine[cluster]'"
-
-#: ``on_event(kind, info)``: called by the driver for every message from the actors
-#: (``progress``, ``restart``) and for every actor replaced (``actor_lost``). Tests use it
-#: to kill processes at chosen moments.
-EventHook = Callable[[str, dict[str, Any]], None]
 
 
 def import_ray() -> Any:
@@ -64,6 +54,8 @@ def connect(address: str | None, cpus: int | None = None) -> tuple[Any, bool]:
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True, "logging_level": "ERROR"}
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     if address in (None, "", LOCAL):
         ray.init(num_cpus=cpus or os.cpu_count() or 1, object_store_memory=200 * 2**20, **quiet)
     else:
@@ -71,6 +63,10 @@ def connect(address: str | None, cpus: int | None = None) -> tuple[Any, bool]:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    if callable(sigterm):
+        # ray.init puts its own SIGTERM handlers in place (one dumps a stack trace and aborts);
+        # the command's own handler shuts the cluster down and says so in one line.
+        signal.signal(signal.SIGTERM, sigterm)
     return ray, True
 
 
@@ -91,34 +87,19 @@ def actor_count(ray: Any, workers: int | None) -> int:
 # The actor
 # ---------------------------------------------------------------------------
 
+
 class _StockfishActor:
-    """One Stockfish on one CPU of the cluster (the body of the Ray actor)."""
+    """One worker on one CPU of the cluster (the body of the Ray actor)."""
 
-    def __init__(self, command: list[str], hash_mb: int, events: Any) -> None:
-        self.slot, self.events = EngineSlot(command, hash_mb), events
+    def __init__(self, work: Work, events: Any, wid: int) -> None:
+        self.work, self.events, self.wid = work, events, wid
+        self.slot = work.engine_slot()
 
-    def where(self) -> dict[str, Any]:
-        engine = self.slot.engine
-        return {"host": socket.gethostname(), "pid": os.getpid(),
-                "engine_pid": engine.process.pid if engine is not None else None}
+    def run(self, token: int, item: Any) -> tuple[str, Any]:
+        def emit(kind: str, **info: Any) -> None:
+            self.events.put_nowait(Message(kind, self.wid, token, info, worker_location(self.slot)))
 
-    def _emit(self, kind: str, token: int, **info: Any) -> None:
-        self.events.put_nowait((kind, token, {**self.where(), **info}))
-
-    def annotate(self, task: Task, settings: Settings, token: int) -> tuple[list[str], list[list[Any]], dict]:
-        """Annotate one shard; a Stockfish that dies is restarted and the shard redone."""
-        def report(positions: int, action_values: int) -> None:
-            self._emit("progress", token, shard=task.name, positions=positions, action_values=action_values)
-
-        def restarted(exc: EngineError) -> None:
-            self._emit("restart", token, shard=task.name, reason=str(exc))
-
-        lines, games, stats = annotate_shard(self.slot, task, settings, report, restarted)
-        return lines, games, asdict(stats)
-
-    def play(self, cfg: SelfPlayConfig, index: int) -> GameRecord:
-        """Play one self-play game; a Stockfish that dies is restarted and the game replayed."""
-        return play_with_restarts(self.slot, cfg, index)
+        return run_item(self.work, self.slot, item, emit)
 
     def close(self) -> None:
         self.slot.drop()
@@ -134,191 +115,182 @@ def actor_class(ray: Any) -> Any:
     return _ACTOR_CLASS
 
 
-class _Farm:
-    """The actors of one run, their event queue, and their replacement."""
+# ---------------------------------------------------------------------------
+# The back end
+# ---------------------------------------------------------------------------
 
-    def __init__(self, ray: Any, size: int, command: list[str], hash_mb: int, on_event: EventHook | None) -> None:
+
+class RayBackend:
+    """Scheduler workers as Ray actors on the cluster at ``address`` (see :func:`connect`);
+    ``workers`` actors, default one per CPU of the cluster."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address, self.workers = address, workers
+        self.ray: Any = None
+        self._started = False
+        self._watcher: _Watcher | None = None
+        self._actors: dict[int, Any] = {}
+        self._calls: dict[Any, tuple[int, int]] = {}   # result ref -> worker, token
+        self._ids = itertools.count()
+        self._events: Any = None
+        self._work: Work | None = None
+
+    def start(self, work: Work) -> list[int]:
+        self.ray, self._started = connect(self.address, self.workers)
+        if self._started and self.address in (None, "", LOCAL):
+            self._watcher = _Watcher.start(self.ray)
         from ray.util.queue import Queue
 
-        self.ray, self.command, self.hash_mb, self.on_event = ray, command, hash_mb, on_event
-        self.events = Queue()
-        self.idle: deque[Any] = deque(self._new() for _ in range(size))
-        self.replaced = 0
+        self._work, self._events = work, Queue()
+        return [self._new() for _ in range(actor_count(self.ray, self.workers))]
 
-    def _new(self) -> Any:
-        return actor_class(self.ray).remote(self.command, self.hash_mb, self.events)
+    def _new(self) -> int:
+        wid = next(self._ids)
+        self._actors[wid] = actor_class(self.ray).remote(self._work, self._events, wid)
+        return wid
 
-    def replace(self, actor: Any, why: str) -> None:
-        try:
-            self.ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
-        self.replaced += 1
-        if self.on_event is not None:
-            self.on_event("actor_lost", {"reason": why})
-        self.idle.append(self._new())
+    def submit(self, worker: int, token: int, item: Any) -> None:
+        self._calls[self._actors[worker].run.remote(token, item)] = (worker, token)
 
-    def drain(self) -> list[tuple[str, int, dict[str, Any]]]:
+    def poll(self, timeout: float) -> list[Message]:
         from ray.util.queue import Empty
 
-        out = []
+        ray = self.ray
+        ready: list[Any] = []
+        if self._calls:
+            ready, _ = ray.wait(list(self._calls), num_returns=1, timeout=timeout)
+            if ready:
+                ready, _ = ray.wait(list(self._calls), num_returns=len(self._calls), timeout=0)
+        out: list[Message] = []
         while True:
             try:
-                out.append(self.events.get_nowait())
+                out.append(self._events.get_nowait())
             except Empty:
-                return out
+                break
+        for ref in ready:
+            worker, token = self._calls.pop(ref)
+            try:
+                kind, payload = ray.get(ref)
+            except Exception as exc:  # the actor is gone (its process, its node): not the item's fault
+                out.append(Message("lost", worker, token, first_line(exc)))
+                continue
+            out.append(Message(kind, worker, token, payload))
+        return out
 
-    def lost(self, exc: BaseException) -> bool:
-        """Whether ``exc`` (from ``ray.get``) means the actor itself is gone."""
-        errors = self.ray.exceptions
-        return isinstance(exc, (errors.RayActorError, getattr(errors, "ActorUnavailableError", errors.RayActorError)))
+    def replace(self, worker: int) -> int:
+        with contextlib.suppress(Exception):  # already gone
+            self.ray.kill(self._actors.pop(worker), no_restart=True)
+        return self._new()
 
     def close(self) -> None:
-        actors = list(self.idle)
-        for actor in actors:
-            try:
-                self.ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
+        if self.ray is None:
+            return
         try:
-            self.ray.kill(self.events.actor, no_restart=True)
+            for actor in self._actors.values():
+                with contextlib.suppress(Exception):
+                    self.ray.kill(actor, no_restart=True)
+            if self._events is not None:
+                with contextlib.suppress(Exception):
+                    self.ray.kill(self._events.actor, no_restart=True)
+            self._actors.clear()
+            self._calls.clear()
+        finally:
+            if self._started:
+                self.ray.shutdown()
+            if self._watcher is not None:
+                self._watcher.release()
+
+
+# ---------------------------------------------------------------------------
+# The local cluster's watcher
+# ---------------------------------------------------------------------------
+
+#: The watcher process: it reads its standard input, a pipe whose other end
+#: only the driver holds, so the read ends when the driver ends, however it
+#: ends. Then it stops the processes named on its command line (``PID:START``,
+#: START being the start time in /proc, so that a reused pid is left alone):
+#: SIGTERM, and SIGKILL for those still there after three seconds.
+_WATCHER_CODE = r"""
+import os, signal, sys, time
+
+def started(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+watched = [arg.split(":") for arg in sys.argv[1:]]
+sys.stdin.buffer.read()
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid, start in watched:
+        if started(pid) == start:
+            try:
+                os.kill(int(pid), sig)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(started(pid) == start for pid, start in watched):
+        time.sleep(0.1)
+"""
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(name))
+    return found
+
+
+class _Watcher:
+    """Ends the processes of a local cluster once the driver is gone (Linux)."""
+
+    def __init__(self, pipe: int, process: subprocess.Popen[bytes]) -> None:
+        self.pipe, self.process = pipe, process
+
+    @classmethod
+    def start(cls, ray: Any) -> "_Watcher | None":
+        if not sys.platform.startswith("linux"):
+            return None
+        try:  # Ray's own record of the processes it started for this node
+            node = ray._private.worker._global_node
+            pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
         except Exception:
-            pass
+            return None
+        # The raylet's children: its agents (and idle workers), which do not die with the driver.
+        pids += [child for pid in list(pids) for child in _children(pid)]
+        watched = [f"{pid}:{start}" for pid in pids if (start := _start_time(pid)) is not None]
+        read, write = os.pipe()
+        try:
+            process = subprocess.Popen([sys.executable, "-c", _WATCHER_CODE, *watched], stdin=read,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            os.close(write)
+            return None
+        finally:
+            os.close(read)
+        return cls(write, process)
 
-
-# ---------------------------------------------------------------------------
-# Annotation
-# ---------------------------------------------------------------------------
-
-def annotate_on_ray(inputs: Sequence[Path], settings: Settings, workers: int | None, split: str = "auto",
-                    progress: bool = True, address: str | None = None,
-                    on_event: EventHook | None = None) -> Summary:
-    """Annotate all shards of ``inputs`` not yet done on a Ray cluster; ``workers`` actors
-    (default: one per CPU of the cluster)."""
-    from neuralengine.progress import Progress
-
-    todo_lines = prepare_output(inputs, settings)
-    ray, started = connect(address, workers)
-    summary = Summary()
-    farm = _Farm(ray, actor_count(ray, workers), settings.command, settings.hash_mb, on_event)
-    bar = Progress("annotate (ray)", total=todo_lines, unit="pos", enabled=progress)
-    feed = TaskFeed(iter_tasks(inputs, settings, split), settings, summary)
-    inflight: dict[Any, tuple[Any, Task, int]] = {}   # result ref -> actor, shard, token
-    counted: dict[int, int] = {}                       # token -> positions shown on the bar
-    tokens = iter(range(1, 2**62))
-    start = time.monotonic()
-    av_total = 0
-
-    def uncount(token: int) -> None:
-        bar.count -= counted.pop(token, 0)
-
-    try:
-        while True:
-            while farm.idle:
-                task = feed.next()
-                if task is None:
-                    break
-                actor, token = farm.idle.popleft(), next(tokens)
-                inflight[actor.annotate.remote(task, settings, token)] = (actor, task, token)
-                counted[token] = 0
-            if not inflight:
-                break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-            for kind, token, info in farm.drain():
-                if on_event is not None:
-                    on_event(kind, {"token": token, **info})
-                if token not in counted:
-                    continue  # from an attempt that is over
-                if kind == "progress":
-                    counted[token] += info["positions"]
-                    av_total += info["action_values"]
-                    bar.update(info["positions"], postfix=f"{av_total / max(time.monotonic() - start, 1e-9):.0f} AV/s")
-                elif kind == "restart":
-                    summary.restarts += 1
-                    uncount(token)
-                    counted[token] = 0
-                    print(f"\nannotate: {info['shard']}: Stockfish restarted on {info['host']}, redoing the shard "
-                          f"({info['reason']})", file=sys.stderr)
-            for ref in ready:
-                actor, task, token = inflight.pop(ref)
-                try:
-                    lines, games, stats = ray.get(ref)
-                except Exception as exc:
-                    uncount(token)
-                    if farm.lost(exc):
-                        summary.restarts += 1
-                        feed.redo(task)
-                        farm.replace(actor, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                        print(f"\nannotate: an actor was lost; redoing {task.name} elsewhere", file=sys.stderr)
-                    else:
-                        summary.shards_failed += 1
-                        farm.idle.append(actor)
-                        print(f"\nannotate: {task.name}: giving up after {settings.max_retries} restarts "
-                              f"({str(exc).splitlines()[-1] if str(exc) else exc})", file=sys.stderr)
-                    continue
-                shard = ShardStats(**stats)
-                write_shard_files(settings, task, lines, games, shard)
-                bar.update(len(task.lines) - counted.pop(token, 0))
-                summary.positions += shard.positions
-                summary.action_values += shard.action_values
-                summary.shards_done += 1
-                for key, value in shard.skipped.items():
-                    summary.skipped[key] = summary.skipped.get(key, 0) + value
-                farm.idle.append(actor)
-            if farm.replaced > 10 * max(1, len(farm.idle) + len(inflight)) + 10:
-                raise SystemExit("annotate: Ray actors keep dying; giving up")
-    finally:
-        bar.close()
-        for actor, _, _ in inflight.values():
-            farm.idle.append(actor)
-        farm.close()
-        if started:
-            ray.shutdown()
-    summary.seconds = time.monotonic() - start
-    return summary
-
-
-# ---------------------------------------------------------------------------
-# Self-play
-# ---------------------------------------------------------------------------
-
-def selfplay_on_ray(command: list[str], cfg: SelfPlayConfig, games: int, workers: int | None, skip: set[str],
-                    address: str | None = None, on_event: EventHook | None = None) -> Iterator[GameRecord]:
-    """Play games ``0..games-1`` (minus ``skip``) on Ray actors; yield them in order, as
-    :func:`~neuralengine.data.datagen.run_selfplay` does."""
-    todo = deque(i for i in range(games) if game_id(cfg.seed, i) not in skip)
-    if not todo:
-        return
-    ray, started = connect(address, workers)
-    farm = _Farm(ray, actor_count(ray, workers), command, cfg.hash_mb, on_event)
-    inflight: dict[Any, tuple[Any, int]] = {}
-    finished: dict[int, GameRecord] = {}
-    order = sorted(todo)
-    position = 0
-    try:
-        while position < len(order):
-            while farm.idle and todo and len(finished) < 4 * (len(farm.idle) + len(inflight)) + 8:
-                index, actor = todo.popleft(), farm.idle.popleft()
-                inflight[actor.play.remote(cfg, index)] = (actor, index)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5) if inflight else ([], [])
-            farm.drain()
-            for ref in ready:
-                actor, index = inflight.pop(ref)
-                try:
-                    finished[index] = ray.get(ref)
-                except Exception as exc:
-                    if not farm.lost(exc):
-                        raise EngineError(f"self-play game {index} failed: {str(exc).splitlines()[-1]}") from None
-                    todo.appendleft(index)
-                    farm.replace(actor, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                    continue
-                farm.idle.append(actor)
-            while position < len(order) and order[position] in finished:
-                yield finished.pop(order[position])
-                position += 1
-    finally:
-        for actor, _ in inflight.values():
-            farm.idle.append(actor)
-        farm.close()
-        if started:
-            ray.shutdown()
+    def release(self) -> None:
+        """The driver is done: the watcher stops what is left and exits."""
+        with contextlib.suppress(OSError):
+            os.close(self.pipe)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)

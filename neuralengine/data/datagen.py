@@ -12,21 +12,18 @@ command line (a Lichess database dump, for example). The output folder gets
 Positions are de-duplicated by FEN without the move counters across both
 files: the first game to reach a position keeps it, so train and test never
 share one. ``--resume`` continues an interrupted run: games already in the
-files are not played again.
+files are not played again. Self-play runs on the workers of
+:mod:`neuralengine.data.scheduler` (processes, or Ray actors with ``--ray``).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-from concurrent.futures.process import BrokenProcessPool
+import contextlib
 import json
-import multiprocessing as mp
-import os
 import random
 import sys
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -34,9 +31,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import chess
 import chess.pgn
 
+from neuralengine.atomic import write_bytes, write_text
 from neuralengine.data.positions import PositionError, format_position, is_position_line, parse_position
-from neuralengine.data.selfplay import POLICIES, GameRecord, SelfPlayConfig, game_id, play_with_restarts
-from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, resolve_engine
+from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, sigterm_interrupts
+from neuralengine.data.selfplay import POLICIES, SelfPlayConfig, game_id, play_games
+from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
 
 SPLITS = ("train", "test")
@@ -64,7 +63,7 @@ class PositionWriter:
         raw = path.read_bytes()
         if raw and not raw.endswith(b"\n"):
             raw = raw[: raw.rfind(b"\n") + 1]
-            path.write_bytes(raw)
+            write_bytes(path, raw)
         for line in raw.decode("utf-8").splitlines():
             fen, _, gid = line.partition("\t")
             self.seen.add(position_key(fen))
@@ -188,57 +187,6 @@ def select_positions(boards: Sequence[chess.Board], gid: str, seed: int, min_ply
         keep = sorted(rng.sample(range(len(eligible)), per_game))
         eligible = [eligible[i] for i in keep]
     return eligible
-
-
-# ---------------------------------------------------------------------------
-# Self-play workers
-# ---------------------------------------------------------------------------
-
-_SLOT: EngineSlot | None = None
-_CONFIG: SelfPlayConfig | None = None
-
-
-def _init_worker(command: list[str], cfg: SelfPlayConfig) -> None:
-    global _SLOT, _CONFIG
-    _SLOT, _CONFIG = EngineSlot(command, cfg.hash_mb), cfg
-
-
-def _play(index: int) -> GameRecord:
-    """Play one game in a worker; restart Stockfish and replay if it dies."""
-    assert _SLOT is not None and _CONFIG is not None
-    return play_with_restarts(_SLOT, _CONFIG, index)
-
-
-def run_selfplay(command: list[str], cfg: SelfPlayConfig, games: int, workers: int,
-                 skip: set[str]) -> Iterator[GameRecord]:
-    """Play games ``0..games-1`` (minus ``skip``) in worker processes; yield them in order."""
-    todo = [i for i in range(games) if game_id(cfg.seed, i) not in skip]
-    if not todo:
-        return
-    if workers <= 1:
-        _init_worker(command, cfg)
-        try:
-            for i in todo:
-                yield _play(i)
-        finally:
-            if _SLOT is not None:
-                _SLOT.drop()
-        return
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                initargs=(command, cfg)) as pool:
-        futures: deque[cf.Future[GameRecord]] = deque()
-        it = iter(todo)
-        for i in it:
-            futures.append(pool.submit(_play, i))
-            if len(futures) >= 2 * workers:
-                break
-        while futures:
-            record = futures.popleft().result()
-            for i in it:
-                futures.append(pool.submit(_play, i))
-                break
-            yield record
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, int] = {}
     sources: list[dict[str, Any]] = []
     start = time.monotonic()
+    sigterm = contextlib.ExitStack()
     try:
+        sigterm.enter_context(sigterm_interrupts())
         for name in args.inputs:
             path = Path(name)
             reader = iter_pgn_games if is_pgn(path) else iter_epd_games
@@ -419,39 +369,40 @@ def main(argv: list[str] | None = None) -> int:
             if args.book and not cfg.book:
                 print(f"datagen: no usable positions in the book {args.book}", file=sys.stderr)
                 return 2
-            from neuralengine.data.annotate import default_workers
+            if args.ray is not None:
+                from neuralengine.data.cluster import RayBackend
 
-            workers = args.workers or default_workers()
+                backend: Backend = RayBackend(args.ray, args.workers)
+            else:
+                backend = PoolBackend(args.workers)
             todo = sum(1 for i in range(args.games) if game_id(args.seed, i) not in writer.games_seen)
             bar = Progress("datagen self-play", total=todo, unit="games", enabled=not args.quiet)
             before = dict(writer.counts)
             reasons: dict[str, int] = {}
             sides: dict[str, int] = {}
-            if args.ray is not None:
-                from neuralengine.data.cluster import selfplay_on_ray
-
-                records = selfplay_on_ray(command, cfg, args.games, args.workers, writer.games_seen, args.ray)
-            else:
-                records = run_selfplay(command, cfg, args.games, workers, writer.games_seen)
-            for record in records:
-                writer.add_game(record.game_id, record.fens)
-                reasons[record.reason] = reasons.get(record.reason, 0) + 1
-                for side in record.sides:
-                    sides[side.split()[0]] = sides.get(side.split()[0], 0) + 1
-                bar.update(1, postfix=f"{writer.counts['train'] + writer.counts['test']} positions")
-            bar.close()
+            games = play_games(command, cfg, args.games, backend, writer.games_seen, progress=bar,
+                               postfix=lambda _: f"{writer.counts['train'] + writer.counts['test']} positions")
+            try:
+                for game in games:
+                    writer.add_game(game.game_id, game.fens)
+                    reasons[game.reason] = reasons.get(game.reason, 0) + 1
+                    for side in game.sides:
+                        sides[side.split()[0]] = sides.get(side.split()[0], 0) + 1
+            finally:
+                games.close()  # stops the workers
+                bar.close()
             settings = asdict(cfg)
             settings["book"] = args.book and Path(args.book).name
             sources.append({"selfplay": settings, "engine": engine_name, "games": writer.counts["games"]
                             - before["games"], "positions": sum(writer.counts[s] - before[s] for s in SPLITS),
                             "endings": reasons, "sides_by_policy": sides})
     except KeyboardInterrupt:
-        print("\ndatagen: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
-    except (EngineError, BrokenProcessPool) as exc:
+        return interrupt_exit("datagen", "rerun with --resume to continue")
+    except EngineError as exc:
         print(f"\ndatagen: {exc}; rerun with --resume to continue", file=sys.stderr)
         return 1
     finally:
+        sigterm.close()
         writer.close()
     meta_path = out / "datagen.json"
     runs = []
@@ -465,9 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"format": "FEN<TAB>game_id per line; de-duplicated by FEN without move counters; split by game",
             "test_fraction": args.test_fraction, "seed": args.seed,
             "positions": {s: writer.counts[s] for s in SPLITS}, "runs": runs}
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, meta_path)
+    write_text(meta_path, json.dumps(meta, indent=1) + "\n")
     print(f"datagen: {writer.counts['train']} train and {writer.counts['test']} test positions in {out} "
           f"({writer.counts['duplicates']} duplicates dropped"
           + (f", skipped games: {skipped}" if skipped else "") + ")", file=sys.stderr)

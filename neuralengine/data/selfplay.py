@@ -16,18 +16,24 @@ A game ends on checkmate, stalemate, insufficient material, a claimable draw
 (threefold repetition, fifty moves), a ply limit, or once the side to move
 has been decided (win probability above 0.99 or below 0.01) for a number of
 plies in a row.
+
+:func:`play_games` plays many games on the workers of
+:mod:`neuralengine.data.scheduler` (processes, or Ray actors) and hands them
+on in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import chess
 
-from neuralengine.data.stockfish import EngineError, EngineSlot, SearchResult, Stockfish
+from neuralengine.data.scheduler import Backend, Emit, Scheduler
+from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, StockfishSearch, search_timeout_for
 from neuralengine.data.text import score_to_win_prob
 
 POLICIES = ("multipv", "skill", "elo")
@@ -72,8 +78,8 @@ class SideSettings:
 
 
 @dataclass
-class GameRecord:
-    """The positions of one game, in the order played."""
+class SelfPlayGame:
+    """One self-play game: its positions in the order played, and how it went."""
 
     game_id: str
     fens: list[str]
@@ -104,7 +110,7 @@ def configure(engine: Stockfish, side: SideSettings, multipv: int) -> None:
     engine.set_option("MultiPV", multipv if side.policy == "multipv" else 1)
 
 
-def sample_move(result: SearchResult, temperature: float, rng: random.Random) -> tuple[str | None, float | None]:
+def sample_move(result: StockfishSearch, temperature: float, rng: random.Random) -> tuple[str | None, float | None]:
     """Draw a move from the MultiPV lines: softmax of win probability / T.
 
     Returns the move and the best line's win probability (``None``, ``None``
@@ -122,7 +128,7 @@ def sample_move(result: SearchResult, temperature: float, rng: random.Random) ->
     return lines[choice].move, best
 
 
-def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> GameRecord:
+def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGame:
     """Play game ``index`` (deterministic choices from ``cfg.seed`` and ``index``).
 
     :raises EngineError: if Stockfish dies; the caller may restart it and retry.
@@ -172,18 +178,60 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> GameRecord:
         board.push(move)
         played.append(uci)
     outcome = board.outcome(claim_draw=True)
-    return GameRecord(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
+    return SelfPlayGame(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
                       (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()))
 
 
-def play_with_restarts(slot: EngineSlot, cfg: SelfPlayConfig, index: int, attempts: int = 4) -> GameRecord:
-    """:func:`play_game` as every self-play worker (process or Ray actor) runs it: a Stockfish that dies is
-    restarted and the game replayed, up to ``attempts`` tries; then the :class:`EngineError` is raised."""
+def play_with_restarts(slot: EngineSlot, cfg: SelfPlayConfig, index: int, attempts: int = 4,
+                       on_restart: Callable[[EngineError], None] | None = None) -> SelfPlayGame:
+    """:func:`play_game` as every self-play worker runs it: a Stockfish that dies (or hangs) is restarted
+    and the game replayed (``on_restart`` is told), up to ``attempts`` tries; then the
+    :class:`EngineError` is raised."""
     for attempt in range(attempts):
         try:
             return play_game(slot.get(), cfg, index)
-        except EngineError:
+        except EngineError as exc:
             slot.drop()
             if attempt == attempts - 1:
                 raise
+            if on_restart is not None:
+                on_restart(exc)
     raise AssertionError("unreachable")
+
+
+@dataclass
+class SelfPlayWork:
+    """What a self-play worker does (see :class:`neuralengine.data.scheduler.Work`): items are game indices."""
+
+    command: list[str]
+    cfg: SelfPlayConfig
+
+    def engine_slot(self) -> EngineSlot:
+        return EngineSlot(self.command, self.cfg.hash_mb, search_timeout_for(self.cfg.go))
+
+    def run(self, slot: EngineSlot, index: int, emit: Emit) -> SelfPlayGame:
+        return play_with_restarts(slot, self.cfg, index, on_restart=lambda exc: emit("restart", reason=str(exc)))
+
+    def describe(self, index: int) -> str:
+        return f"game {game_id(self.cfg.seed, index)}"
+
+    def size(self, index: int) -> int:
+        return 1
+
+
+def play_games(command: list[str], cfg: SelfPlayConfig, games: int, backend: Backend, skip: set[str],
+               progress: Any = None, postfix: Callable[[Scheduler], str] | None = None) -> Iterator[SelfPlayGame]:
+    """Play games ``0..games-1`` (minus the ids in ``skip``) on ``backend``; yield them in order.
+
+    :raises EngineError: when a game fails even after Stockfish restarts.
+    """
+    todo = [i for i in range(games) if game_id(cfg.seed, i) not in skip]
+    if not todo:
+        return
+    work = SelfPlayWork(command, cfg)
+    outcomes = Scheduler(work, backend, todo, name="datagen", ordered=True, progress=progress, postfix=postfix).run()
+    with contextlib.closing(outcomes):  # the workers stop when the caller stops early
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise EngineError(f"self-play {work.describe(outcome.item)} failed: {outcome.error}")
+            yield outcome.result
