@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 
 from neuralengine.deepmind import download as dl
+from neuralengine.deepmind import resolve_weights
 from neuralengine.deepmind import numpy_ref
-from neuralengine.paths import DEEPMIND_MODELS, downloaded_weights, weights_argument
+from neuralengine.paths import DEEPMIND_MODELS, downloaded_weights
 from neuralengine.weights import read_metadata
 
 NAME = "9M"
@@ -171,7 +172,7 @@ def test_download_convert_and_analyse_by_name(server, archive, checkpoint, cache
     assert code == 0 and "already downloaded" in err and len(server.requests) == 1
 
     # The bare name works where a weights file is expected.
-    assert weights_argument(NAME) == weights_argument(NAME.lower()) == target
+    assert resolve_weights(NAME) == resolve_weights(NAME.lower()) == target
     env = dict(os.environ, NEURALENGINE_CACHE=str(cache))
     board = chess.Board()
     best, _ = numpy_ref.best_move(checkpoint[1], "action_value", board)
@@ -393,10 +394,29 @@ def test_unknown_name(cache, capsys):
 
 
 def test_name_not_downloaded_yet(cache):
-    from neuralengine.deepmind import DeepMindError, resolve_weights
+    from neuralengine.deepmind import DeepMindError
 
     with pytest.raises(DeepMindError, match=r"neuralengine download 270M"):
         resolve_weights("270m")
+
+
+PUZZLE = ("PuzzleId,FEN,Moves,Rating\n"
+          "00008,r6k/pp2r2p/4Rp1Q/3p4/8/1N1P2R1/PqP2bPP/7K b - - 0 24,f2g3 e6e7 b2b1 b3c1 b1c1 h6c1,1913\n")
+
+
+@pytest.mark.parametrize("command", ["analyse", "bench", "match", "puzzles"])
+def test_every_weights_option_takes_the_model_name(command, cache, tmp_path, capsys):
+    """One route from a name to weights: each command's --weights answers a released model that is not
+    downloaded yet with the command that downloads it."""
+    from neuralengine.cli import main
+
+    args = [command]
+    if command == "puzzles":
+        (tmp_path / "puzzles.csv").write_text(PUZZLE)
+        args += [str(tmp_path / "puzzles.csv"), "--out", str(tmp_path / "out")]
+    code = main(args + ["--weights", "270M"])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "run 'neuralengine download 270M'" in err, err
 
 
 def test_unsafe_member_names_are_refused(tmp_path):
