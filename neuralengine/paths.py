@@ -86,8 +86,16 @@ def cache_dir() -> Path:
 
 
 #: DeepMind's released models, by the names ``neuralengine download`` and
-#: ``WeightsFile`` accept.
-DEEPMIND_MODELS = ("9M", "136M", "270M", "9M_state_value", "9M_behavioral_cloning")
+#: ``WeightsFile`` accept, with their number of parameters (rounded for the
+#: two 9M models whose counts DeepMind did not publish). The download sizes
+#: its unpacking limit by them.
+DEEPMIND_MODELS: dict[str, int] = {
+    "9M": 8_954_240,
+    "136M": 136_479_872,
+    "270M": 270_730_368,
+    "9M_state_value": 9_000_000,
+    "9M_behavioral_cloning": 9_500_000,
+}
 
 
 def deepmind_model_name(value: str | os.PathLike[str]) -> str | None:
@@ -106,10 +114,3 @@ def downloaded_weights(name: str) -> Path:
     """The converted weights of a released DeepMind model in the cache
     (written by ``neuralengine download NAME``)."""
     return cache_dir() / "deepmind" / "models" / f"{name}.safetensors"
-
-
-def weights_argument(value: str | os.PathLike[str]) -> Path:
-    """A ``--weights`` value as a path: a released model's name (``270M``)
-    becomes its converted file in the cache, anything else is unchanged."""
-    name = deepmind_model_name(value)
-    return downloaded_weights(name) if name is not None else Path(value)

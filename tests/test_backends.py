@@ -127,6 +127,32 @@ def test_corrupt_or_missing_sidecar_is_rebuilt(tmp_path: Path, private_cache: Pa
     assert create_backend(path, "onnx").graph_path.is_file()
 
 
+def test_truncated_sidecar_is_rebuilt(tmp_path: Path, private_cache: Path) -> None:
+    path = write_model(tmp_path, preset("tiny"), seed=6)
+    sidecar = path.with_suffix(".onnx")
+    sidecar.write_bytes(sidecar.read_bytes()[:-100])  # its weights fingerprint is still readable in the head
+    backend = create_backend(path, "onnx")
+    assert backend.graph_path.parent == private_cache / "onnx"
+    assert _graph_sha(backend.graph_path) == file_sha256(path)
+
+
+def test_current_graph_that_cannot_be_opened_is_reported_not_reexported(tmp_path: Path,
+                                                                         private_cache: Path) -> None:
+    """A graph exported from these very weights that ONNX Runtime refuses (here an opset it does not have;
+    a provider or memory failure alike) is an error naming that graph, not a reason to export another."""
+    onnx = pytest.importorskip("onnx")
+    path = write_model(tmp_path, preset("tiny"), seed=7)
+    sidecar = path.with_suffix(".onnx")
+    proto = onnx.load(str(sidecar))
+    proto.opset_import[0].version = 999
+    onnx.save(proto, str(sidecar))
+    with pytest.raises(WeightsError) as error:
+        create_backend(path, "onnx")
+    message = str(error.value)
+    assert str(sidecar) in message and "999" in message and "\n" not in message
+    assert not (private_cache / "onnx").exists()
+
+
 def test_stale_sidecar_is_replaced_without_torch(tmp_path: Path) -> None:
     """A plain install (no PyTorch, no onnx) writes the missing graph itself and ranks the moves as PyTorch does."""
     path = write_model(tmp_path, preset("tiny"), seed=4, onnx=False)

@@ -13,6 +13,8 @@ import errno
 import http.server
 import os
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -25,8 +27,9 @@ import numpy as np
 import pytest
 
 from neuralengine.deepmind import download as dl
+from neuralengine.deepmind import resolve_weights
 from neuralengine.deepmind import numpy_ref
-from neuralengine.paths import DEEPMIND_MODELS, downloaded_weights, weights_argument
+from neuralengine.paths import DEEPMIND_MODELS, downloaded_weights
 from neuralengine.weights import read_metadata
 
 NAME = "9M"
@@ -171,7 +174,7 @@ def test_download_convert_and_analyse_by_name(server, archive, checkpoint, cache
     assert code == 0 and "already downloaded" in err and len(server.requests) == 1
 
     # The bare name works where a weights file is expected.
-    assert weights_argument(NAME) == weights_argument(NAME.lower()) == target
+    assert resolve_weights(NAME) == resolve_weights(NAME.lower()) == target
     env = dict(os.environ, NEURALENGINE_CACHE=str(cache))
     board = chess.Board()
     best, _ = numpy_ref.best_move(checkpoint[1], "action_value", board)
@@ -368,8 +371,9 @@ def test_corrupt_archive(server, archive, checkpoint, cache, capsys, damage):
     assert files_under(cache) == []
 
 
-def test_disk_full(server, archive, cache, capsys, monkeypatch):
-    server.files[f"/checkpoints/{NAME}.zip"] = archive
+def test_disk_full_while_downloading_keeps_the_part_for_resuming(server, archive, cache, capsys, monkeypatch):
+    path = f"/checkpoints/{NAME}.zip"
+    server.files[path] = archive
     calls = []
 
     def full(fh, data):
@@ -381,8 +385,246 @@ def test_disk_full(server, archive, cache, capsys, monkeypatch):
     monkeypatch.setattr(dl, "CHUNK", 4096)
     monkeypatch.setattr(dl, "_write", full)
     line = _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
-    assert "disk full" in line
+    assert "disk full" in line and "resume" in line
+    part = dl.downloads_dir() / f"{NAME}.zip.part"
+    assert part.read_bytes() == archive[:4096]
+    assert files_under(cache) == [str(part.relative_to(cache))]
+
+    # With space again, the next run asks only for the rest.
+    monkeypatch.undo()
+    monkeypatch.setenv("NEURALENGINE_CACHE", str(cache))
+    code, _, err = run(capsys, NAME, "--url", server.url, "--no-onnx")
+    assert code == 0, err
+    assert server.requests[-1] == (path, "bytes=4096-")
+    assert read_metadata(downloaded_weights(NAME))["provenance"]["step"] == STEP
+
+
+def test_disk_full_while_unpacking_keeps_the_archive(server, archive, cache, capsys, monkeypatch):
+    server.files[f"/checkpoints/{NAME}.zip"] = archive
+    real_write = dl._write
+
+    def full_but_downloads(fh, data):
+        if not fh.name.endswith(".part"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(fh, data)
+
+    monkeypatch.setattr(dl, "_write", full_but_downloads)
+    line = _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
+    assert "disk full" in line and "unpacking" in line and "archive is kept" in line
+    kept = dl.downloads_dir() / f"{NAME}.zip"
+    assert kept.read_bytes() == archive
+    assert files_under(cache) == [str(kept.relative_to(cache))]  # nothing half unpacked
+
+    monkeypatch.setattr(dl, "_write", real_write)
+    code, _, err = run(capsys, NAME, "--url", server.url)
+    assert code == 0, err
+    assert len(server.requests) == 1  # the kept archive was used, not downloaded again
+    assert read_metadata(downloaded_weights(NAME))["provenance"]["step"] == STEP
+
+
+def _member_headers(data: bytes, member: str) -> tuple[int, int]:
+    """Offsets of ``member``'s local header and of its central directory record."""
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+        local = zf.getinfo(member).header_offset
+    central = data.find(b"PK\x01\x02")
+    while central >= 0:
+        length = int.from_bytes(data[central + 28:central + 30], "little")
+        if data[central + 46:central + 46 + length].decode() == member:
+            return local, central
+        central = data.find(b"PK\x01\x02", central + 1)
+    raise AssertionError(f"{member} not in the central directory")
+
+
+def _largest_member(data: bytes) -> zipfile.ZipInfo:
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+        return max(zf.infolist(), key=lambda i: i.compress_size)
+
+
+def _bad_deflate(archive: bytes) -> bytes:
+    # The first deflate block of the largest member gets the reserved block type: zlib refuses the stream.
+    info = _largest_member(archive)
+    local = info.header_offset
+    name_length, extra_length = (int.from_bytes(archive[local + i:local + i + 2], "little") for i in (26, 28))
+    data = bytearray(archive)
+    data[local + 30 + name_length + extra_length] = 0b111
+    return bytes(data)
+
+
+def _encrypted(archive: bytes) -> bytes:
+    info = _largest_member(archive)
+    local, central = _member_headers(archive, info.filename)
+    data = bytearray(archive)
+    data[local + 6] |= 1  # general purpose flags, bit 0: encrypted
+    data[central + 8] |= 1
+    return bytes(data)
+
+
+def _unknown_method(archive: bytes) -> bytes:
+    info = _largest_member(archive)
+    local, central = _member_headers(archive, info.filename)
+    data = bytearray(archive)
+    data[local + 8:local + 10] = (99).to_bytes(2, "little")  # 99: AES, which zipfile cannot read
+    data[central + 10:central + 12] = (99).to_bytes(2, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", ["deflate", "encrypted", "method"])
+def test_undecodable_archive_is_one_line_and_removed(server, archive, cache, capsys, damage):
+    body = {"deflate": _bad_deflate, "encrypted": _encrypted, "method": _unknown_method}[damage](archive)
+    server.files[f"/checkpoints/{NAME}.zip"] = body
+    line = _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
+    words = {"deflate": "corrupt", "encrypted": "encrypted", "method": "compression method 99"}[damage]
+    assert words in line and "download it again" in line
+    assert files_under(cache) == []  # the damaged archive is not kept for the next run to trip over
+    # The next run fetches it again (and fails the same way, without a traceback).
+    _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
+    assert len(server.requests) == 2
+
+
+def _junk_checkpoint(root: Path) -> bytes:
+    params = root / NAME / str(STEP) / "params"
+    (params / "d").mkdir(parents=True)
+    (params / "_METADATA").write_text("{not json")
+    (params / "manifest.ocdbt").write_bytes(np.random.default_rng(5).bytes(3000))
+    (params / "d" / "0123").write_bytes(np.random.default_rng(6).bytes(5000))
+    return zip_folder(root / NAME, NAME)
+
+
+def test_archive_with_junk_contents_says_force(server, archive, cache, capsys, tmp_path):
+    path = f"/checkpoints/{NAME}.zip"
+    server.files[path] = _junk_checkpoint(tmp_path / "junk")
+    line = _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
+    assert "cannot be converted" in line and "--force" in line
+    # The archive is kept (the converter may be at fault); nothing unpacked or converted stays.
+    kept = dl.downloads_dir() / f"{NAME}.zip"
+    assert files_under(cache) == [str(kept.relative_to(cache))]
+    server.files[path] = archive
+    code, _, err = run(capsys, NAME, "--url", server.url, "--force")
+    assert code == 0, err
+    assert len(server.requests) == 2
+    assert read_metadata(downloaded_weights(NAME))["provenance"]["step"] == STEP
+
+
+def _zeros_bomb(folder: Path, size: int) -> bytes:
+    out = folder / "bomb.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{NAME}/{STEP}/params/_METADATA", "{}")
+        with zf.open(f"{NAME}/{STEP}/params/d/zeros", "w") as member:
+            block = bytes(1 << 20)
+            for _ in range(size >> 20):
+                member.write(block)
+    return out.read_bytes()
+
+
+def test_archive_unpacking_far_beyond_its_size_is_refused(server, cache, capsys, tmp_path, monkeypatch):
+    """A small archive that would unpack to 150 MiB of zeros (as a released 9M checkpoint is about as
+    large unpacked, only the ratio of unpacked to packed size gives it away)."""
+    body = _zeros_bomb(tmp_path, 150 << 20)
+    assert len(body) < 1 << 20
+    server.files[f"/checkpoints/{NAME}.zip"] = body
+    written = []
+    real_write = dl._write
+    monkeypatch.setattr(dl, "_write", lambda fh, data: (written.append(len(data)), real_write(fh, data)))
+    line = _one_line_error(*run(capsys, NAME, "--url", server.url)[::2])
+    assert "would unpack to 157,286,402 bytes" in line and "refused" in line
+    assert sum(written) == len(body)  # the download only: nothing was unpacked
     assert files_under(cache) == []
+
+
+def test_unpack_limit_follows_the_model_table():
+    # The released archives hold float32 arrays, which deflate hardly shrinks.
+    assert dl.unpack_limit("270M", 2_000_000_000) > 2 * 4 * 270_000_000
+    assert dl.unpack_limit("9M", 150_000_000) < dl.unpack_limit("270M", 150_000_000)
+    # Whatever the archive's own size, nothing unpacks beyond the model's expected size with its margin.
+    assert dl.unpack_limit("9M", 10**12) == dl.unpack_limit("9M", 10**13) < 10**9
+    # A small archive may not unpack to much more than a few times its size.
+    assert dl.unpack_limit("270M", 1_000_000) < 100_000_000
+
+
+def test_plain_http_base_url_is_warned_about(server, archive, cache, capsys):
+    server.files[f"/checkpoints/{NAME}.zip"] = archive
+    code, _, err = run(capsys, NAME, "--url", server.url, "--no-onnx")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "http://" in warnings[0] and "https://" in warnings[0]
+    messages: list[str] = []
+    dl.warn_if_insecure("https://storage.googleapis.com/searchless_chess/checkpoints/9M.zip", messages.append)
+    assert messages == []
+
+
+def test_ctrl_c_waits_for_the_next_safe_point():
+    """Inside deferred_interrupts, SIGINT neither stops Python code nor a native wait (tensorstore's, where a
+    KeyboardInterrupt would leave its threads working); the next safe point raises it."""
+    ts = pytest.importorskip("tensorstore")
+    from neuralengine.deepmind import interrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    steps = []
+    promise, future = ts.Promise.new()
+
+    def interrupt_then_finish() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        promise.set_result("read")
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append(sum(range(1000)))  # plain Python code goes on
+            helper = threading.Thread(target=interrupt_then_finish)
+            helper.start()
+            steps.append(future.result())  # and so does a native wait
+            helper.join()
+            interrupt.safe_point("test")
+            steps.append("past the safe point")
+    assert steps == [499500, "read"]
+    assert signal.getsignal(signal.SIGINT) is previous
+    interrupt.safe_point("test")  # the flag does not outlive the block
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("stage", ["unpack", "convert"])
+def test_ctrl_c_while_unpacking_or_converting(server, archive, cache, tmp_path, engine_command, stage):
+    """Ctrl-C at a fixed point of the real command: after the first member is unpacked, or after the first
+    array of the checkpoint is read (tensorstore's threads running). One line, exit 130, nothing half
+    written; the archive stays, and the next run converts it without downloading it again."""
+    path = f"/checkpoints/{NAME}.zip"
+    server.files[path] = archive
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    os.mkfifo(hold / "reached")
+    os.mkfifo(hold / "go")
+    # Both pipes are held open for reading and writing here, so that the command never blocks opening them.
+    reached, go = os.open(hold / "reached", os.O_RDWR), os.open(hold / "go", os.O_RDWR)
+    env = dict(os.environ, NEURALENGINE_CACHE=str(cache), NEURALENGINE_HOLD=f"{stage}:{hold}")
+    proc = subprocess.Popen(engine_command + ["download", NAME, "--url", server.url, "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([reached], [], [], 180)
+        assert ready, "the command never reached the hold point"
+        assert os.read(reached, 100) == f"{stage}\n".encode()
+        proc.send_signal(signal.SIGINT)
+        os.write(go, b"x")
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(reached)
+        os.close(go)
+    assert proc.returncode == 130, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines[-1] == "neuralengine download: interrupted; run the same command again to resume", err
+    assert all(line.startswith(("warning: ", "downloading ", f"{NAME}.zip: ")) for line in lines[:-1]), err
+    kept = dl.downloads_dir() / f"{NAME}.zip"
+    assert files_under(cache) == [str(kept.relative_to(cache))]
+
+    result = subprocess.run(engine_command + ["download", NAME, "--url", server.url, "--quiet", "--no-onnx"],
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ,
+                                                                                  NEURALENGINE_CACHE=str(cache)))
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests) == 1
+    assert read_metadata(downloaded_weights(NAME))["provenance"]["step"] == STEP
 
 
 def test_unknown_name(cache, capsys):
@@ -393,10 +635,29 @@ def test_unknown_name(cache, capsys):
 
 
 def test_name_not_downloaded_yet(cache):
-    from neuralengine.deepmind import DeepMindError, resolve_weights
+    from neuralengine.deepmind import DeepMindError
 
     with pytest.raises(DeepMindError, match=r"neuralengine download 270M"):
         resolve_weights("270m")
+
+
+PUZZLE = ("PuzzleId,FEN,Moves,Rating\n"
+          "00008,r6k/pp2r2p/4Rp1Q/3p4/8/1N1P2R1/PqP2bPP/7K b - - 0 24,f2g3 e6e7 b2b1 b3c1 b1c1 h6c1,1913\n")
+
+
+@pytest.mark.parametrize("command", ["analyse", "bench", "match", "puzzles"])
+def test_every_weights_option_takes_the_model_name(command, cache, tmp_path, capsys):
+    """One route from a name to weights: each command's --weights answers a released model that is not
+    downloaded yet with the command that downloads it."""
+    from neuralengine.cli import main
+
+    args = [command]
+    if command == "puzzles":
+        (tmp_path / "puzzles.csv").write_text(PUZZLE)
+        args += [str(tmp_path / "puzzles.csv"), "--out", str(tmp_path / "out")]
+    code = main(args + ["--weights", "270M"])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "run 'neuralengine download 270M'" in err, err
 
 
 def test_unsafe_member_names_are_refused(tmp_path):

@@ -223,6 +223,29 @@ def test_walk_refuses_a_model_it_does_not_reproduce():
         check_walk(model, boards, actions)
 
 
+def test_walk_refuses_a_forward_without_the_layer_hook():
+    class NoHook(Transformer):
+        def forward(self, board_tokens, actions=None):
+            return super().forward(board_tokens, actions)
+
+    model = NoHook(preset("tiny")).eval()
+    boards, actions = _batch()
+    with pytest.raises(WalkError, match="takes no layer hook"):
+        run_layers(model, boards, actions, lambda i, b, m: None)
+
+
+def test_type_error_inside_the_forward_pass_is_not_taken_for_a_missing_hook():
+    model = _model()
+    boards, actions = _batch()
+
+    def hook(layer, board, moves):
+        if layer == 1:
+            raise TypeError("a bug in the hook")
+
+    with pytest.raises(TypeError, match="a bug in the hook"):
+        run_layers(model, boards, actions, hook)
+
+
 @pytest.mark.parametrize("attention", ["full", "shared_board"])
 def test_collected_states(attention):
     model = _model(attention=attention)

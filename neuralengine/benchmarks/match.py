@@ -459,9 +459,13 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
     cmd = absolute_command(shlex.split(args.engine_cmd)) if args.engine_cmd else our_engine_command()
     options = dict(_name_value(o, "--engine-option") for o in args.engine_option)
     if args.weights:
-        from neuralengine.paths import weights_argument
+        from neuralengine.deepmind import resolve_weights
+        from neuralengine.weights import WeightsError
 
-        weights = weights_argument(args.weights)  # a released DeepMind model may be named (270M)
+        try:
+            weights = resolve_weights(args.weights)  # a released model's name, a checkpoint folder or a file
+        except WeightsError as exc:
+            raise ValueError(str(exc)) from None
         if not weights.is_file():
             raise ValueError(f"weights file not found: {weights}")
         options.setdefault("WeightsFile", str(weights.resolve()))

@@ -388,14 +388,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         command = our_engine_command()
     if args.weights:
-        from neuralengine.paths import weights_argument
+        from neuralengine.deepmind import resolve_weights
+        from neuralengine.weights import WeightsError, read_metadata
 
-        weights = weights_argument(args.weights)  # a released DeepMind model may be named (270M)
+        try:
+            weights = resolve_weights(args.weights)  # a released model's name, a checkpoint folder or a file
+        except WeightsError as exc:
+            print(f"puzzles: cannot load the weights: {exc}", file=err)
+            return 2
         if not weights.is_file():
             print(f"puzzles: weights file not found: {weights}", file=err)
             return 2
-        from neuralengine.weights import WeightsError, read_metadata
-
         try:
             read_metadata(weights)
         except WeightsError as exc:

@@ -431,9 +431,14 @@ def main(argv: list[str] | None = None) -> int:
                           file=err)
                 models.append((cfg.attention, write_random_model(tmp.name, cfg)))
         else:
-            from neuralengine.paths import default_weights, weights_argument
+            from neuralengine.deepmind import resolve_weights
+            from neuralengine.paths import default_weights
 
-            weights = weights_argument(args.weights) if args.weights else default_weights()
+            try:
+                weights = resolve_weights(args.weights) if args.weights else default_weights()
+            except WeightsError as exc:
+                print(f"bench: {exc}", file=err)
+                return 2
             if not weights.is_file():
                 print(f"bench: no weights file at {weights}; pass --weights FILE "
                       "(or --compare-attention for random models)", file=err)

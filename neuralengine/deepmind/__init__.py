@@ -13,9 +13,11 @@ the engine:
   with tensorstore (a core dependency; orbax, when installed, is the
   fallback reader);
 * :mod:`neuralengine.deepmind.download` fetches a released model by name
-  (``neuralengine download 270M``) and converts it into the cache;
-* :func:`resolve_weights` lets the engine take a checkpoint folder or a
-  released model's name where it expects a weights file.
+  (``neuralengine download 270M``) and converts it into the cache, with
+  :mod:`neuralengine.deepmind.interrupt` keeping Ctrl-C clean meanwhile;
+* :func:`resolve_weights` is the one route from a ``--weights`` or
+  ``WeightsFile`` value (a weights file, a checkpoint folder or a released
+  model's name) to a weights file.
 
 Importing this package is cheap: tensorstore (or orbax) loads only when a
 checkpoint is actually read.

@@ -1,10 +1,12 @@
-"""Let the engine take a DeepMind checkpoint folder as its weights.
+"""The one route from a ``--weights`` or ``WeightsFile`` value to a weights file.
 
-:func:`resolve_weights` returns a weights file for either a weights file or a
-checkpoint folder. A folder is converted once into
-``<cache>/deepmind/<fingerprint>/`` (the cache of
+:func:`resolve_weights` takes a weights file (returned as it is), the name of
+a released DeepMind model (its conversion in the cache, written by
+``neuralengine download``) or a DeepMind checkpoint folder. A folder is
+converted once into ``<cache>/deepmind/<fingerprint>/`` (the cache of
 :func:`neuralengine.paths.cache_dir`); later calls reuse it until the
-checkpoint's files or the converter change.
+checkpoint's files or the converter change. The engine, ``analyse``,
+``probe``, ``bench``, ``match`` and ``puzzles`` all go through it.
 """
 
 from __future__ import annotations

@@ -182,29 +182,32 @@ def import_orbax() -> Any:
 READERS = ("tensorstore", "orbax")
 
 
-def read_params(item: str | os.PathLike[str], reader: str = "auto") -> dict[str, Any]:
+def read_params(item: str | os.PathLike[str], reader: str = "auto",
+                check: Callable[[], None] | None = None) -> dict[str, Any]:
     """Restore one orbax item as a nested dict of NumPy arrays.
 
     ``reader`` is ``tensorstore``, ``orbax`` or ``auto``: tensorstore when it
     is installed, else orbax; orbax also when tensorstore fails on the item
-    and orbax is installed.
+    and orbax is installed. ``check``, if given, is called after each array
+    (after the whole tree with orbax), when no read is in flight; it may
+    raise to stop the reading.
     """
     if reader == "tensorstore":
-        return read_params_tensorstore(item)
+        return read_params_tensorstore(item, check)
     if reader == "orbax":
-        return read_params_orbax(item)
+        return read_params_orbax(item, check)
     if reader != "auto":
         raise ValueError(f"unknown reader {reader!r}; choose from auto, {', '.join(READERS)}")
     if not _installed("tensorstore"):
         if not _installed("orbax.checkpoint"):
             raise DeepMindError(f"reading DeepMind checkpoints needs tensorstore: {INSTALL_HINT}")
-        return read_params_orbax(item)
+        return read_params_orbax(item, check)
     try:
-        return read_params_tensorstore(item)
+        return read_params_tensorstore(item, check)
     except DeepMindError:
         if not _installed("orbax.checkpoint"):
             raise
-    return read_params_orbax(item)
+    return read_params_orbax(item, check)
 
 
 def readers_installed() -> list[str]:
@@ -257,7 +260,7 @@ def _stored_keys(item: Path) -> dict[str, tuple[str, ...]] | None:
     return keys
 
 
-def read_params_tensorstore(item: str | os.PathLike[str]) -> dict[str, Any]:
+def read_params_tensorstore(item: str | os.PathLike[str], check: Callable[[], None] | None = None) -> dict[str, Any]:
     """Read one orbax item with tensorstore alone (no orbax, no JAX)."""
     item = Path(item).absolute()
     ts = import_tensorstore()
@@ -299,10 +302,12 @@ def read_params_tensorstore(item: str | os.PathLike[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise DeepMindError(f"{item}: {name} is stored both as an array and as a subtree")
         node[path_keys[-1]] = value
+        if check is not None:
+            check()
     return tree
 
 
-def read_params_orbax(item: str | os.PathLike[str]) -> dict[str, Any]:
+def read_params_orbax(item: str | os.PathLike[str], check: Callable[[], None] | None = None) -> dict[str, Any]:
     """Restore one orbax item with orbax (and JAX) as a nested dict of NumPy arrays."""
     import numpy as np
 
@@ -328,6 +333,8 @@ def read_params_orbax(item: str | os.PathLike[str]) -> dict[str, Any]:
             close = getattr(checkpointer, "close", None)
             if close:
                 close()
+    if check is not None:
+        check()
     if not isinstance(restored, Mapping):
         raise DeepMindError(f"{item} does not hold a dictionary of parameters")
     return dict(restored)

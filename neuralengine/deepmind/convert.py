@@ -42,44 +42,51 @@ def output_name(location: Location) -> str:
 
 def convert_location(location: Location, target: str | os.PathLike[str], *, heads: int | None = None,
                      kind: str | None = None, layer_norm_eps: float | None = None, onnx: bool = True,
-                     report: Reporter = _stderr, progress: bool = True, reader: str = "auto") -> Path:
+                     report: Reporter = _stderr, progress: bool = True, reader: str = "auto",
+                     check: Callable[[], None] | None = None) -> Path:
     """Read, map and write one checkpoint; returns the weights path.
 
     ``reader`` picks the library reading the checkpoint (``tensorstore``,
     ``orbax`` or ``auto``; see :func:`~neuralengine.deepmind.checkpoint.read_params`).
+    ``check``, if given, is called between the arrays read and between the
+    stages; it may raise to stop the conversion (the files are written
+    atomically, so nothing half-written is left).
     """
     from neuralengine.progress import Progress
     from neuralengine.weights import save_weights
 
+    check = check or (lambda: None)
     target = Path(target)
-    bar = Progress(f"converting {location.name}", total=4 if onnx else 3, unit="stages", enabled=progress)
-    bar.update(0, postfix="reading the orbax checkpoint")
-    tree = read_params(location.item, reader)
-    bar.update(1, postfix="mapping the parameters")
-    mapped = map_tree(tree, heads=heads, kind=kind, layer_norm_eps=layer_norm_eps, hint=location.name)
-    del tree
-    cfg = mapped.config
-    provenance = {
-        "source": "DeepMind searchless_chess checkpoint",
-        "checkpoint": location.name,
-        "checkpoint_path": str(location.item),
-        "step": location.step,
-        "ema": location.ema,
-        "naming": mapped.style,
-        "converter_version": CONVERTER_VERSION,
-    }
-    if mapped.notes:
-        provenance["notes"] = mapped.notes
-    bar.update(1, postfix="writing the weights")
-    save_weights(target, cfg, mapped.tensors, provenance=provenance)
-    del mapped
-    bar.update(1, postfix="exporting ONNX" if onnx else "")
-    if onnx:
-        from neuralengine.export import export_weights_file
+    with Progress(f"converting {location.name}", total=4 if onnx else 3, unit="stages", enabled=progress) as bar:
+        bar.update(0, postfix="reading the orbax checkpoint")
+        tree = read_params(location.item, reader, check)
+        bar.update(1, postfix="mapping the parameters")
+        mapped = map_tree(tree, heads=heads, kind=kind, layer_norm_eps=layer_norm_eps, hint=location.name)
+        del tree
+        check()
+        cfg = mapped.config
+        provenance = {
+            "source": "DeepMind searchless_chess checkpoint",
+            "checkpoint": location.name,
+            "checkpoint_path": str(location.item),
+            "step": location.step,
+            "ema": location.ema,
+            "naming": mapped.style,
+            "converter_version": CONVERTER_VERSION,
+        }
+        if mapped.notes:
+            provenance["notes"] = mapped.notes
+        bar.update(1, postfix="writing the weights")
+        save_weights(target, cfg, mapped.tensors, provenance=provenance)
+        del mapped
+        check()
+        bar.update(1, postfix="exporting ONNX" if onnx else "")
+        if onnx:
+            from neuralengine.export import export_weights_file
 
-        export_weights_file(target)
-        bar.update(1)
-    bar.close()
+            export_weights_file(target)
+            check()
+            bar.update(1)
     report(f"{location.item} → {target}: {cfg.kind}, {cfg.num_layers} layers × {cfg.embed_dim}, "
            f"{cfg.num_heads} heads, {cfg.num_parameters():,} parameters ({provenance['naming']} names)")
     for note in provenance.get("notes", []):

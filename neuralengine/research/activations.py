@@ -21,6 +21,8 @@ Streams handed to the hook, for ``B`` positions with ``N`` moves each:
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from neuralengine.config import ACTION_VALUE, BOARD_HEAD
@@ -54,12 +56,22 @@ def run_layers(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tens
     ``boards`` [B, 77]; ``actions`` [B, N] for action-value models. Returns
     [B, N, K] for action value, [B, K] otherwise, like ``model.forward``.
     """
+    if not takes_layer_hook(model):
+        raise WalkError(f"this model's forward takes no layer hook: {type(model).__name__}.forward"
+                        f"{inspect.signature(model.forward)}")
+    if model.cfg.kind == ACTION_VALUE:
+        return model(boards, actions, hook=hook)
+    return model(boards, hook=hook)
+
+
+def takes_layer_hook(model: torch.nn.Module) -> bool:
+    """Whether ``model.forward`` accepts the ``hook`` keyword (by its signature; nothing is run)."""
     try:
-        if model.cfg.kind == ACTION_VALUE:
-            return model(boards, actions, hook=hook)
-        return model(boards, hook=hook)
-    except TypeError as exc:  # a forward without the layer hook
-        raise WalkError(f"this model's forward takes no layer hook: {exc}") from None
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read
+        return False
+    return any(p.name == "hook" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.kind == p.VAR_KEYWORD
+               for p in parameters)
 
 
 def check_walk(model: torch.nn.Module, boards: torch.Tensor, actions: torch.Tensor | None = None,
