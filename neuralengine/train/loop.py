@@ -13,6 +13,10 @@ so that the averaged gradient is the single-process gradient of the whole
 batch. The learning-rate schedule is unchanged. Rank 0 alone writes
 checkpoints, metrics and the exported model; a checkpoint holds the full
 state, so a run resumes with any number of processes.
+
+The end of a distributed run: every rank meets at a barrier, waits until the
+collectives' worker threads have let go of every tensor this process handed
+them, and only then leaves the process group (see :class:`CollectiveTensors`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -139,13 +145,77 @@ def init_distributed(device_name: str) -> tuple[Ranks, torch.device]:
     return Ranks(rank, world), device
 
 
+class CollectiveTensors:
+    """The tensors this process has handed to collectives, until each is freed.
+
+    Gloo runs a collective on its own worker threads, and the last reference
+    to the tensor is often dropped there, after the caller already has the
+    result. Freeing a tensor that Python has seen takes the interpreter lock.
+    A worker thread that asks for it while the interpreter shuts down is ended
+    by the interpreter in the middle of a C++ destructor, and the whole
+    process aborts ("terminate called without an active exception"). A rank
+    that leaves right after the last collective meets exactly that, so the
+    teardown waits in :meth:`drain`, with the lock released, until every
+    tracked tensor is gone.
+    """
+
+    def __init__(self) -> None:
+        self._live = 0
+        self._changed = threading.Condition()
+
+    def track(self, tensor: torch.Tensor) -> torch.Tensor:
+        with self._changed:
+            self._live += 1
+        weakref.finalize(tensor, self._freed).atexit = False
+        return tensor
+
+    def _freed(self) -> None:
+        with self._changed:
+            self._live -= 1
+            self._changed.notify_all()
+
+    @property
+    def live(self) -> int:
+        with self._changed:
+            return self._live
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every tracked tensor is freed; False if some still live after ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._live == 0, timeout)
+
+
+#: Every tensor that :func:`_all_sum` gives to ``all_reduce``.
+COLLECTIVE_TENSORS = CollectiveTensors()
+#: How long the teardown waits for the worker threads to free them (they need
+#: microseconds once scheduled; the limit only bounds a wait that went wrong).
+DRAIN_SECONDS = 60.0
+
+
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum of ``values`` over all ranks (float64)."""
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = COLLECTIVE_TENSORS.track(torch.tensor(values, dtype=torch.float64, device=device))
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def finish_distributed(finished: bool) -> None:
+    """Leave the process group. After a finished run every rank first meets
+    the others at a barrier (they wait while rank 0 evaluates and exports)
+    and then waits until no tensor of its collectives is left for the worker
+    threads to free; a failed run leaves at once."""
+    import torch.distributed as dist
+
+    try:
+        if finished:
+            dist.barrier()
+            if not COLLECTIVE_TENSORS.drain(DRAIN_SECONDS):
+                print(f"train: warning: {COLLECTIVE_TENSORS.live} tensors of finished collectives were still "
+                      f"held after {DRAIN_SECONDS:.0f} s", file=sys.stderr)
+    finally:
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------
@@ -163,14 +233,13 @@ def train(tc: TrainConfig, progress: bool = True) -> dict[str, Any]:
     ranks, device = init_distributed(tc.device)
     if ranks.world == 1:
         return _train(tc, run, ranks, device, progress)
-    import torch.distributed as dist
-
+    finished = False
     try:
         result = _train(tc, run, ranks, device, progress and ranks.main)
-        dist.barrier()  # the other ranks wait while rank 0 evaluates and exports
+        finished = True
         return result
     finally:
-        dist.destroy_process_group()
+        finish_distributed(finished)
 
 
 def _no_held_out(tc: TrainConfig, test_paths: list[str]) -> str:
