@@ -85,6 +85,19 @@ def board_after(moves: list[str], fen: str | None = None) -> chess.Board:
     return board
 
 
+@pytest.fixture(autouse=True)
+def torch_threads() -> Iterator[None]:
+    """Opening a ``torch-cpu`` backend sets PyTorch's thread count for the whole process: put it back."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 #: The settings of :class:`Engine` a test may change.
 SETTINGS = ("batch_size", "temperature", "temperature_moves", "mate_rule", "convert_rule")
 
