@@ -148,6 +148,7 @@ class MovetimeRun:
         answers = sorted(self.answers_ms)
         n = len(answers)
         return {"movetime_ms": self.movetime_ms, "answers": n, "late": self.late,
+                "over_movetime": sum(ms > self.movetime_ms for ms in answers),
                 "late_rate": self.late / n if n else None, "evaluated": self.evaluated,
                 "median_ms": statistics.median(answers) if n else None,
                 "p95_ms": answers[min(n - 1, int(0.95 * n))] if n else None, "max_ms": answers[-1] if n else None}
@@ -167,7 +168,7 @@ def run_movetime(engine: UciProcess, movetime_ms: int, count: int, grace_ms: int
             board = opening.board()
         legal = board.legal_moves.count()
         move, nodes, seconds = engine.go(position_command(opening, board), f"go movetime {movetime_ms}")
-        run.answers_ms.append(1000 * seconds)
+        run.answers_ms.append(round(1000 * seconds, 1))
         run.evaluated += nodes >= legal
         board.push_uci(move)
         if (k + 1) % 10 == 0 or k + 1 == count:
@@ -222,8 +223,8 @@ def play_game(ours: UciProcess, theirs: UciProcess, tc: TimeControl, opening: Op
         move, nodes, seconds = engine.go(position_command(opening, board),
                                          f"go wtime {w} btime {b} winc {inc} binc {inc}")
         if mover == our_colour:
-            game.our_clock_ms.append(1000 * clocks[mover])
-            game.our_think_ms.append(1000 * seconds)
+            game.our_clock_ms.append(round(1000 * clocks[mover], 1))
+            game.our_think_ms.append(round(1000 * seconds, 1))
             game.evaluated += nodes >= legal
         clocks[mover] -= seconds
         if clocks[mover] < 0:
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "loadavg_start": loadavg_start,
         "loadavg_end": loadavg_end,
+        "niceness": os.nice(0),
         "overrun_rate": late / answers if answers else None,
         "late_answers": late,
         "answers": answers,
@@ -390,18 +392,19 @@ def main(argv: list[str] | None = None) -> int:
                   for name in dict.fromkeys(tc_name(TimeControl.parse(tc)) for tc in args.tc)],
         "answer_ms": {str(r.movetime_ms): r.answers_ms for r in runs},
         "game_records": [asdict(g) for g in games],
-        "record": run_record(weights, engine_command=command),
+        "record": run_record(weights, engine_command=[Path(command[0]).name] + command[1:]),
     }
     (args.out / "time_soak.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     picture = plot(report, runs, games, args.out / "time_soak.png")
 
     print(f"{args.load} busy-loop process(es), load average {loadavg_start[0]:.1f} -> {loadavg_end[0]:.1f}, "
           f"{seconds:.0f} s")
-    print(f"{'movetime':>9} {'answers':>7} {'late':>5} {'rate':>6} {'median':>7} {'p95':>7} {'max':>7} "
-          f"{'evaluated':>9}   (ms; late: over movetime + {args.grace} ms)")
+    print(f"{'movetime':>9} {'answers':>7} {'over':>5} {'late':>5} {'rate':>6} {'median':>7} {'p95':>7} "
+          f"{'max':>7} {'evaluated':>9}   (ms; over: past movetime; late: past movetime + {args.grace} ms)")
     for s in report["movetime"]:
-        print(f"{s['movetime_ms']:>9} {s['answers']:>7} {s['late']:>5} {s['late_rate']:>6.1%} "
-              f"{s['median_ms']:>7.1f} {s['p95_ms']:>7.1f} {s['max_ms']:>7.1f} {s['evaluated']:>9}")
+        print(f"{s['movetime_ms']:>9} {s['answers']:>7} {s['over_movetime']:>5} {s['late']:>5} "
+              f"{s['late_rate']:>6.1%} {s['median_ms']:>7.1f} {s['p95_ms']:>7.1f} {s['max_ms']:>7.1f} "
+              f"{s['evaluated']:>9}")
     print(f"{'tc':>9} {'games':>7} {'moves':>7} {'flags (ours/opp)':>17} {'min clock left':>15} "
           f"{'max think':>10} {'evaluated':>9}")
     for s in report["games"]:
