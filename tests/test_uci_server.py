@@ -163,9 +163,9 @@ class Factory:
 class Session:
     """A server on its reader thread, fed line by line; its output read line by line."""
 
-    def __init__(self, factory: Factory, weights: str = "good") -> None:
+    def __init__(self, factory: Factory, weights: str = "good", clock: FakeClock | None = None) -> None:
         self.sink = Sink()
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.server = UciServer(Output(self.sink), make_options(weights=weights), engine_factory=factory,
                                 clock=self.clock)
         self.inbox: queue.Queue[str | None] = queue.Queue()
@@ -696,9 +696,7 @@ class RealSession(Session):
         self.backend = TimedBackend(create_backend(weights, "onnx"), clock, CALL_FIXED, CALL_PER_ROW)
         self.engine = Engine(self.backend, clock=clock)
         self.engine.warm_up()  # measured on the fake clock: exactly the simulated times
-        super().__init__(lambda path, backend, threads: self.engine)  # type: ignore[arg-type]
-        self.clock = clock
-        self.server.clock = self.server.loader.clock = clock
+        super().__init__(lambda path, backend, threads: self.engine, clock=clock)  # type: ignore[arg-type]
         self.send("uci")
         self.until("uciok")
         assert self.sync() == [f"info string loaded {self.engine.describe()}", "readyok"]
