@@ -5,12 +5,16 @@ Speed itself is measured in ``bench/`` (pytest-benchmark), never asserted here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+import textwrap
 from pathlib import Path
 
 import chess
 import pytest
 
+from conftest import REPO
 from neuralengine.benchmarks import machine, speed
 from neuralengine.benchmarks.suite import GROUPS, draw_suite, load_suite, write_suite
 from neuralengine.weights import file_sha256
@@ -156,3 +160,67 @@ def test_bench_threads_outside_the_uci_range_are_refused(threads: str, capsys: p
         speed.main(["--threads", threads])
     assert exc.value.code == 2
     assert "--threads" in capsys.readouterr().err
+
+
+#: An engine that thinks 0.3 s on every move, whatever the limit.
+SLOW_ENGINE = textwrap.dedent("""\
+    import sys, time
+    import chess
+    board = chess.Board()
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "uci":
+            print("uciok", flush=True)
+        elif words[0] == "isready":
+            print("readyok", flush=True)
+        elif words[0] == "position":
+            fen = " ".join(words[2:8])
+            board = chess.Board(fen)
+            for uci in words[words.index("moves") + 1:] if "moves" in words else []:
+                board.push_uci(uci)
+        elif words[0] == "go":
+            time.sleep(0.3)
+            move = min(board.legal_moves, key=lambda m: m.uci())
+            print(f"info depth 1 score cp 0 nodes {board.legal_moves.count()} pv {move.uci()}")
+            print(f"bestmove {move.uci()}", flush=True)
+        elif words[0] == "quit":
+            break
+""")
+
+
+def load_time_soak(monkeypatch: pytest.MonkeyPatch):
+    """``bench/time_soak.py`` as a module (registered while the test runs, as its dataclasses need)."""
+    spec = importlib.util.spec_from_file_location("time_soak", REPO / "bench" / "time_soak.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "time_soak", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_soak_counts_late_answers_and_flag_falls(tmp_path: Path, tiny_weights: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine that always answers after 0.3 s: every answer at movetime 100 is later than
+    # 100 + 50 ms, and on a 1 s clock it loses on time by its fourth move.
+    engine = tmp_path / "slow_engine.py"
+    engine.write_text(SLOW_ENGINE)
+    soak = load_time_soak(monkeypatch)
+    out = tmp_path / "soak"
+    assert soak.main(["--engine-cmd", sys.executable, str(engine), "--weights", str(tiny_weights),
+                      "--movetime", "100", "--moves", "3", "--tc", "1+0", "--games", "1", "--load", "0",
+                      "--out", str(out)]) == 0
+    report = json.loads((out / "time_soak.json").read_text())
+    assert report["answers"] == report["late_answers"] == 3 and report["overrun_rate"] == 1.0
+    assert all(ms >= 300 for ms in report["answer_ms"]["100"])
+    [row] = report["movetime"]
+    assert row["movetime_ms"] == 100 and row["answers"] == row["over_movetime"] == row["late"] == 3
+    assert row["evaluated"] == 3
+    [games] = report["games"]
+    assert games["tc"] == "1+0" and games["games"] == 1 and games["flag_falls_ours"] == 1
+    assert 1 <= games["our_moves"] <= 4 and report["flag_falls_ours"] == 1
+    assert report["game_records"][0]["reason"] == "flag fall"
+    assert "overrun rate 3/3 = 100.0%; flag falls of the engine: 1 in 1 games" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        soak.main(["--tc", "40/60+0.6"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 import math
 import random
-import time
 from pathlib import Path
+from typing import Iterator
 
 import chess
 import numpy as np
@@ -59,18 +59,14 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, value_of_action, delay_fixed: float = 0.0, delay_per_row: float = 0.0) -> None:
+    def __init__(self, value_of_action) -> None:
         super().__init__(preset("tiny"), Path("scripted.safetensors"), "0" * 64)
         self.value_of_action = value_of_action
         self.calls: list[tuple[tuple[int, ...], tuple[int, ...], list[int]]] = []
-        self.delay_fixed = delay_fixed
-        self.delay_per_row = delay_per_row
 
     def evaluate(self, boards: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
         assert actions is not None
         self.calls.append((boards.shape, actions.shape, [int(a) for a in actions[0]]))
-        if self.delay_fixed or self.delay_per_row:
-            time.sleep(self.delay_fixed + self.delay_per_row * actions.shape[1])
         out = np.full(actions.shape + (NUM_BUCKETS,), -1e9, dtype=np.float32)
         for j, action in enumerate(actions[0]):
             out[0, j, int(win_prob_to_bucket(self.value_of_action(int(action))))] = 0.0
@@ -89,9 +85,37 @@ def board_after(moves: list[str], fen: str | None = None) -> chess.Board:
     return board
 
 
+@pytest.fixture(autouse=True)
+def torch_threads() -> Iterator[None]:
+    """Opening a ``torch-cpu`` backend sets PyTorch's thread count for the whole process: put it back."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+#: The settings of :class:`Engine` a test may change.
+SETTINGS = ("batch_size", "temperature", "temperature_moves", "mate_rule", "convert_rule")
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_weights: Path) -> Engine:
+def opened_engine(tiny_weights: Path) -> Engine:
     return Engine.open(tiny_weights, "onnx")
+
+
+@pytest.fixture
+def engine(opened_engine: Engine) -> Iterator[Engine]:
+    """The module's engine, its settings and latency estimate put back as they were after each test."""
+    settings = {name: getattr(opened_engine, name) for name in SETTINGS}
+    latency = dict(vars(opened_engine.latency))
+    yield opened_engine
+    for name, value in settings.items():
+        setattr(opened_engine, name, value)
+    vars(opened_engine.latency).update(latency)
 
 
 # --------------------------------------------------------------------------
@@ -137,14 +161,11 @@ def test_one_call_per_position_split_only_above_batch_size() -> None:
     assert result.nodes == 20 and result.fallback is None
 
 
-def test_batch_size_does_not_change_scores(engine: Engine) -> None:
+def test_batch_size_does_not_change_scores(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     board = board_after(["d2d4", "d7d5", "c2c4"])
     full = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
-    engine.batch_size = 3
-    try:
-        chunked = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
-    finally:
-        engine.batch_size = 256
+    monkeypatch.setattr(engine, "batch_size", 3)
+    chunked = {s.move: s.win_prob for s in engine.choose_move(board).ranked}
     assert chunked.keys() == full.keys()
     for move, value in full.items():
         assert chunked[move] == pytest.approx(value, abs=1e-5)
@@ -276,14 +297,11 @@ def test_mate_in_one_is_played_even_when_the_network_prefers_another() -> None:
     assert all(s.mate is None for s in result.ranked)
 
 
-def test_mate_rule_with_the_real_model(engine: Engine) -> None:
+def test_mate_rule_with_the_real_model(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     board = chess.Board(BACK_RANK_MATE)
     assert engine.choose_move(board).bestmove.uci() == "a1a8"
-    engine.mate_rule = False
-    try:
-        result = engine.choose_move(board)
-    finally:
-        engine.mate_rule = True
+    monkeypatch.setattr(engine, "mate_rule", False)
+    result = engine.choose_move(board)
     assert next(s for s in result.ranked if s.move.uci() == "a1a8").rule is None
 
 
@@ -407,16 +425,13 @@ def test_zero_temperature_is_deterministic_and_temperature_moves_limit(engine: E
 
 
 def test_no_time_plays_a_fallback_at_once() -> None:
-    backend = ScriptedBackend(lambda a: 0.5, delay_fixed=0.02)
-    engine = Engine(backend)
-    engine.warm_up()
-    backend.calls.clear()
-    result = engine.choose_move(chess.Board(), control=SearchControl(time.monotonic()))
+    engine, backend = scripted_with_latency()
+    result = engine.choose_move(chess.Board(), control=FrozenClock(0.0))
     assert backend.calls == [] and result.nodes == 0  # no network call was started
-    assert result.fallback and result.bestmove.uci() == "b1a3"
+    assert result.fallback == "no time for an evaluation" and result.bestmove.uci() == "b1a3"
     # The fallback still plays a mate in one.
-    result = engine.choose_move(chess.Board(BACK_RANK_MATE), control=SearchControl(time.monotonic()))
-    assert result.bestmove.uci() == "a1a8" and result.ranked[0].mate == 1
+    result = engine.choose_move(chess.Board(BACK_RANK_MATE), control=FrozenClock(0.0))
+    assert result.bestmove.uci() == "a1a8" and result.ranked[0].mate == 1 and backend.calls == []
 
 
 @pytest.mark.parametrize("fen, expected", [
@@ -542,22 +557,24 @@ def test_latency_model() -> None:
     assert model.scale == 1.0
 
 
-def test_one_slow_call_does_not_stop_evaluations_for_good(engine: Engine) -> None:
+def test_one_slow_call_does_not_stop_evaluations_for_good() -> None:
     """After a call slowed by a busy machine, the inflated prediction makes the engine play fallbacks in a
     short budget; each such move halves the correction, so evaluations come back within a few moves."""
+    engine, backend = scripted_with_latency()
     board = chess.Board()
-    rows = len(list(board.legal_moves))
-    engine.latency.scale = 1.0
+    rows = board.legal_moves.count()
     budget = 4 * engine.latency.predict(rows) + 0.05  # fits a normal search comfortably
     engine.latency.scale = 1000.0                      # as after a call 1000 times slower than usual
-    kinds = []
+    kinds, scales = [], []
     for _ in range(12):
-        result = engine.choose_move(board, control=SearchControl(deadline=time.monotonic() + budget))
+        scales.append(engine.latency.scale)
+        result = engine.choose_move(board, control=FrozenClock(budget))
         kinds.append("fallback" if result.fallback else "evaluated")
         if not result.fallback:
             break
-    assert kinds[0] == "fallback" and kinds[-1] == "evaluated"
-    assert result.nodes == rows
+    assert kinds[0] == "fallback" and kinds[-1] == "evaluated" and set(kinds[:-1]) == {"fallback"}
+    assert scales == [1000.0 / 2 ** i for i in range(len(kinds))]  # each fallback halved the correction
+    assert result.nodes == rows and len(backend.calls) == 1
 
 
 def test_time_budget() -> None:
@@ -612,8 +629,23 @@ def test_ponder_move_is_the_best_reply(engine: Engine) -> None:
     after.push(result.bestmove)
     assert result.ponder == engine.choose_move(after).bestmove
     assert board == chess.Board()  # the board is restored
-    no_time = engine.choose_move(board, ponder=True, control=SearchControl(time.monotonic() + 0.001))
-    assert no_time.ponder is None
+
+
+def test_ponder_move_only_when_its_call_fits_the_deadline() -> None:
+    # Time for both calls: the reply is the best one (the lowest action index of the scripted scores' best).
+    engine, backend = scripted_with_latency()
+    board = chess.Board()
+    result = engine.choose_move(board, ponder=True, control=FrozenClock(1.0))
+    assert len(backend.calls) == 2 and result.nodes == 20 and result.ponder is not None
+    after = board.copy()
+    after.push(result.bestmove)
+    assert result.ponder == Engine(ScriptedBackend(lambda a: a / 2000)).choose_move(after).bestmove
+    # The deadline passes during the evaluation: the move stands, the ponder call is never made.
+    engine, backend = scripted_with_latency()
+    result = engine.choose_move(board, ponder=True, control=ClockAfterFirstCall(backend, "deadline"))
+    assert len(backend.calls) == 1 and result.nodes == 20 and result.fallback is None
+    assert result.bestmove.uci() == "h2h3" and result.ponder is None
+    assert board == chess.Board()
 
 
 # --------------------------------------------------------------------------

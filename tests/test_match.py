@@ -18,6 +18,7 @@ import pytest
 from neuralengine.benchmarks import match
 from neuralengine.benchmarks.machine import peak_memory_kib
 from neuralengine.benchmarks.openings import BUILTIN_OPENINGS, OpeningsError, load_openings
+from neuralengine.benchmarks.parsers import GameRecord
 from neuralengine.benchmarks.runner import (Adjudication, EngineSpec, RunnerError, TimeControl, run_match,
                                             schedule)
 from neuralengine.weights import file_sha256
@@ -280,6 +281,8 @@ def test_runner_counts_engine_failures(fake_engine: Path, mode: str, field: str,
     assert outcome.stats["bad"].restarts == (0 if mode == "slow" else 1)
     assert outcome.stats["good"].to_dict()[field] == 0
     assert match.soak_figures(outcome.games, "bad")[field] == 2
+    assert match.time_losses(outcome.games, ["bad", "good"]) == {"bad": 2 if field == "time_forfeits" else 0,
+                                                                  "good": 0}
 
 
 def test_player_kill_from_two_threads_at_once(fake_engine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -346,6 +349,34 @@ def test_classify_end_reasons() -> None:
         assert match.classify(fine) is None
 
 
+def test_time_losses_are_counted_per_engine() -> None:
+    games = [GameRecord(1, "a", "b", "1-0", "Black loses on time"),
+             GameRecord(2, "b", "a", "1-0", "Black loses on time (101ms overrun)"),
+             GameRecord(3, "a", "c", "0-1", "White loses on time"),
+             GameRecord(4, "c", "a", "1-0", "White mates"),
+             GameRecord(5, "a", "b", "1/2-1/2", "Draw by adjudication"),
+             GameRecord(6, "b", "a", "0-1", "White makes an illegal move: e2e5"),
+             GameRecord(7, "c", "b", "*", "Black loses on time")]  # no result: nobody lost
+    assert match.time_losses(games, ["a", "b", "c"]) == {"a": 2, "b": 1, "c": 0}
+    assert match.time_losses([], ["a"]) == {"a": 0}
+
+
+def test_match_reports_the_opponents_time_losses(fake_engine: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # The opponent thinks 1.2 s on a 1 s clock and loses both games on time; ours never does.
+    out = tmp_path / "out"
+    code = match.main(["--tool", "builtin", "--name", "ours",
+                       "--engine-cmd", shlex.join([sys.executable, str(fake_engine), "legal"]),
+                       "--opponent", f"slowpoke={shlex.join([sys.executable, str(fake_engine), 'slow'])}",
+                       "--games", "2", "--tc", "1+0", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "match.json").read_text())
+    assert report["time_losses"] == {"ours": 0, "slowpoke": 2}
+    assert report["soak"]["time_forfeits"] == 0
+    assert report["engines"]["slowpoke"]["time_forfeits"] == 2
+    assert "losses on time: ours 0, slowpoke 2" in capsys.readouterr().out
+
+
 def test_runner_adjudicates_on_reported_scores(fake_engine: Path) -> None:
     a, b = fake("a", "legal", fake_engine), fake("b", "legal", fake_engine)
     jobs = schedule(a, [b], load_openings()[:1], rounds=1)
@@ -400,6 +431,7 @@ def test_wrapper_reads_cutechess_results(tmp_path: Path, shared_data: Path) -> N
     assert row["trinomial"]["elo"] == pytest.approx(-279.59, abs=0.01)
     assert row["trinomial"]["error"] is None  # the interval reaches a score below 0
     assert report["soak"]["time_forfeits"] == 1 and report["soak"]["crashes"] == 0
+    assert report["time_losses"] == {"sf1400": 1, "sf1700": 0}  # game 4: sf1400, with black, lost on time
     assert report["tool_log"]["games"] == 12
     assert (out / "state.json").is_file()  # the tool ran in the output folder
     assert (out / "cutechess.log").read_text() == (shared_data / "tournament_logs" / "cutechess_match.log").read_text()

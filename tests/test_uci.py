@@ -11,6 +11,7 @@ import chess
 import chess.engine
 import pytest
 
+from full_evaluation import full_evaluation, torch_reference
 from uci_pipe import Uci
 
 REPETITION = "position startpos moves g1f3 g8f6 f3g1 f6g8 g1f3 g8f6"
@@ -258,16 +259,18 @@ def test_info_line_format(uci: Uci) -> None:
     assert bestmove_of(best) == depth_lines[0].split()[-1]
 
 
-def test_go_nodes_depth_and_mate_are_accepted(uci: Uci) -> None:
+def test_go_nodes_depth_and_mate_play_the_full_evaluation(uci: Uci, tiny_weights: Path) -> None:
+    # One evaluation of all moves is the smallest unit: every limit plays the best move of the
+    # network's scores, computed here without the engine (more positions in test_search_limits.py).
+    expected = full_evaluation(torch_reference(tiny_weights), chess.Board())
+    assert expected.plain and expected.position >= 3  # "go nodes 3" alone would miss it
     uci.send("position startpos")
-    _, full = uci.go("go depth 1")
-    infos, best = uci.go("go nodes 3")
-    assert info_lines(infos)[0]["nodes"] == "20"  # one evaluation of all moves is the smallest unit
-    assert best == full
-    for command in ("go depth 1", "go depth 5", "go mate 2", "go"):
+    for command in ("go nodes 1", "go nodes 3", "go depth 1", "go depth 5", "go mate 2", "go"):
         infos, best = uci.go(command)
-        assert info_lines(infos)[0]["nodes"] == "20"
-        assert chess.Move.from_uci(bestmove_of(best)) in chess.Board().legal_moves
+        fields = info_lines(infos)[0]
+        assert bestmove_of(best) == expected.best.uci() == fields["pv"].split()[0], command
+        assert fields["nodes"] == "20" and fields["depth"] == "1", command
+        assert abs(int(fields["score"].split()[1]) - expected.cp(expected.best)) <= 1, command
 
 
 def test_game_over_answers_bestmove_none(uci: Uci) -> None:
@@ -334,8 +337,9 @@ def test_go_ponder_then_ponderhit(uci: Uci) -> None:
 
 
 def test_short_time_controls_are_answered(uci: Uci) -> None:
-    # Whether the limits hold is checked on the server's own clock in test_uci_server.py,
-    # and measured in bench/; here every short limit gets a legal move with a score.
+    # Whether the limits hold is checked with the real engine on the server's own (fake) clock
+    # in test_uci_server.py, and measured under load by bench/time_soak.py; here every short
+    # limit gets a legal move with a score.
     uci.send("position startpos moves e2e4")
     for command in ("go movetime 150", "go wtime 200 btime 200", "go wtime 100 btime 100 movestogo 1",
                     "go wtime 0 btime 0", "go wtime 1 btime 1"):

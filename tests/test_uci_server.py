@@ -7,6 +7,12 @@ executable, with three stand-ins the test controls:
 * an engine factory whose loads block the same way, or fail;
 * a clock that moves only when the test moves it.
 
+The last section puts the real :class:`~neuralengine.engine.Engine` (the tiny
+test model through ONNX Runtime) into the server instead of the fake one. Its
+network calls advance the same fake clock by a set time, so the time limits
+of real searches are checked exactly: which moves are evaluated, and when the
+answer comes on the server's clock.
+
 Nothing sleeps and nothing is timed: the tests synchronise on events and
 queues (each wait has a generous timeout that only turns a hang into a
 failure) and check the exact lines the server printed.
@@ -17,12 +23,15 @@ from __future__ import annotations
 import queue
 import random
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import chess
+import numpy as np
 import pytest
 
-from neuralengine.engine import MoveChoice, MoveScore, time_budget
+from neuralengine.backends import Backend, create_backend
+from neuralengine.engine import Engine, MoveChoice, MoveScore, time_budget
 from neuralengine.uci import Output, UciServer, make_options, serve
 from neuralengine.weights import WeightsError
 
@@ -154,9 +163,9 @@ class Factory:
 class Session:
     """A server on its reader thread, fed line by line; its output read line by line."""
 
-    def __init__(self, factory: Factory, weights: str = "good") -> None:
+    def __init__(self, factory: Factory, weights: str = "good", clock: FakeClock | None = None) -> None:
         self.sink = Sink()
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.server = UciServer(Output(self.sink), make_options(weights=weights), engine_factory=factory,
                                 clock=self.clock)
         self.inbox: queue.Queue[str | None] = queue.Queue()
@@ -642,3 +651,170 @@ def test_upper_case_promotion_letters_are_accepted(session: Session, engine: Fak
     assert session.read().endswith("legal moves; white to move")
     session.send("position fen 4k3/1P6/8/8/8/8/8/4K3 w - - 0 1", "go movetime 1000 searchmoves b7b8N")
     assert session.until("bestmove") == [info("b7b8n", nodes=1), "bestmove b7b8n"]
+
+
+# --------------------------------------------------------------------------
+# The real engine on the server's clock
+# --------------------------------------------------------------------------
+
+
+class TimedBackend(Backend):
+    """The real network's scores; each call advances the fake clock by ``fixed + per_row * rows`` seconds.
+
+    :attr:`slow` holds factors for the next calls' durations (a call slowed by
+    a busy machine); :attr:`rows` records the rows of every call.
+    """
+
+    name = "timed"
+
+    def __init__(self, inner: Backend, clock: FakeClock, fixed: float, per_row: float) -> None:
+        super().__init__(inner.config, inner.weights_path, inner.weights_sha256)
+        self.inner = inner
+        self.clock = clock
+        self.fixed = fixed
+        self.per_row = per_row
+        self.slow: list[float] = []
+        self.rows: list[int] = []
+
+    def evaluate(self, boards: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        rows = boards.shape[0] if actions is None else actions.shape[1]
+        self.rows.append(rows)
+        factor = self.slow.pop(0) if self.slow else 1.0
+        self.clock.now += factor * (self.fixed + self.per_row * rows)
+        return self.inner.evaluate(boards, actions)
+
+
+#: Simulated network time: 4 ms a call plus 0.1 ms a move (6 ms for the 20 moves of the start position).
+CALL_FIXED, CALL_PER_ROW = 0.004, 0.0001
+
+
+class RealSession(Session):
+    """A session whose engine is the real one, its network calls timed on the session's fake clock."""
+
+    def __init__(self, weights: Path) -> None:
+        clock = FakeClock()
+        self.backend = TimedBackend(create_backend(weights, "onnx"), clock, CALL_FIXED, CALL_PER_ROW)
+        self.engine = Engine(self.backend, clock=clock)
+        self.engine.warm_up()  # measured on the fake clock: exactly the simulated times
+        super().__init__(lambda path, backend, threads: self.engine, clock=clock)  # type: ignore[arg-type]
+        self.send("uci")
+        self.until("uciok")
+        assert self.sync() == [f"info string loaded {self.engine.describe()}", "readyok"]
+        self.backend.rows.clear()
+
+    def go(self, command: str) -> tuple[dict[str, str], str, float]:
+        """Send ``command``: its first score line (word -> value), its bestmove and the time it took
+        on the fake clock."""
+        before = self.clock.now
+        self.send(command)
+        lines = self.until("bestmove")
+        return score_fields(lines), lines[-1], self.clock.now - before
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.quit()
+
+
+def score_fields(lines: list[str]) -> dict[str, str]:
+    """The first ``info depth`` line as word -> value, ``string`` holding the ``info string`` texts."""
+    notes = [line[len("info string "):] for line in lines if line.startswith("info string ")]
+    words = next(line for line in lines if line.startswith("info depth")).split()
+    fields = {"string": "; ".join(notes)}
+    i = 1
+    while i < len(words):
+        if words[i] == "pv":
+            fields["pv"] = " ".join(words[i + 1:])
+            break
+        width = 2 if words[i] == "score" else 1
+        fields[words[i]] = " ".join(words[i + 1:i + 1 + width])
+        i += 1 + width
+    return fields
+
+
+@pytest.fixture
+def real(tiny_weights: Path) -> Iterator[RealSession]:
+    made = RealSession(tiny_weights)
+    yield made
+    made.close()
+
+
+def call_seconds(rows: int) -> float:
+    return CALL_FIXED + CALL_PER_ROW * rows
+
+
+def test_real_engine_short_clocks_evaluate_every_move(real: RealSession) -> None:
+    # The engine plays itself with a clock running down from 1 s, as in a 1+0 game: every
+    # move comes from one evaluation of all legal moves, and the answer comes as soon as
+    # it is done, well within the clock.
+    moves: list[str] = []
+    board = chess.Board()
+    for ply in range(40):
+        clock = 1000 - 20 * ply  # down to 220 ms
+        real.send("position startpos" + (" moves " + " ".join(moves) if moves else ""))
+        fields, best, took = real.go(f"go wtime {clock} btime {clock}")
+        legal = board.legal_moves.count()
+        assert fields["nodes"] == str(legal) and not fields["string"], (ply, fields)
+        assert real.backend.rows == [legal]  # one call; no ponder without the Ponder option
+        assert took == pytest.approx(call_seconds(legal)) and took < clock / 1000 - 0.03
+        assert fields["time"] == str(int(took * 1000))
+        real.backend.rows.clear()
+        move = best.split()[1]
+        moves.append(move)
+        board.push_uci(move)
+        if board.is_game_over(claim_draw=True):
+            break
+    assert len(moves) >= 10
+    # A large Move Overhead leaves a share of nothing, but the clock still holds a search.
+    real.send("setoption name Move Overhead value 5000", "position startpos")
+    fields, _, took = real.go("go wtime 60000")
+    assert fields["nodes"] == "20" and took == pytest.approx(call_seconds(20))
+
+
+def test_real_engine_without_time_plays_the_fallback_at_once(real: RealSession) -> None:
+    # 10 ms on the clock and the default 30 ms overhead: no evaluation fits, none is started.
+    real.send("position startpos moves e2e4 e7e5 g1f3 b8c6 f1b5 a7a6")
+    fields, best, took = real.go("go wtime 10 winc 0")
+    assert fields["nodes"] == "0" and "no time for an evaluation" in fields["string"]
+    assert real.backend.rows == [] and took == 0.0 and fields["time"] == "0"
+    board = chess.Board("r1bqkbnr/1ppp1ppp/p1n5/1B2p3/4P3/5N2/PPPP1PPP/RNBQK2R w KQkq - 0 4")
+    assert chess.Move.from_uci(best.split()[1]) in board.legal_moves
+
+
+@pytest.mark.parametrize("movetime, evaluated", [(10, False), (20, True), (50, True), (100, True), (200, True)])
+def test_real_engine_movetime(real: RealSession, movetime: int, evaluated: bool) -> None:
+    # A search is predicted at about 14 ms (the 6 ms call with the safety margin, the
+    # rules, setting up and finishing): 10 ms does not hold it; 20 ms does, although
+    # the share after the 30 ms Move Overhead is 10 ms.
+    real.send("position startpos")
+    fields, _, took = real.go(f"go movetime {movetime}")
+    if evaluated:
+        assert fields["nodes"] == "20" and real.backend.rows == [20]
+        assert took == pytest.approx(call_seconds(20))
+    else:
+        assert fields["nodes"] == "0" and real.backend.rows == [] and took == 0.0
+    assert took <= movetime / 1000
+
+
+def test_real_engine_slow_call_overruns_by_that_call_only(real: RealSession) -> None:
+    # BatchSize 8 splits the 20 moves into three calls. The first is 30 times slower
+    # than predicted, as on a loaded machine: the deadline passes during it, the other
+    # two are never made, and the fallback is played at once. The answer is late by
+    # what is left of that one call, never by the whole evaluation.
+    real.send("setoption name BatchSize value 8", "position startpos")
+    real.backend.slow = [30.0]
+    fields, best, took = real.go("go movetime 100")
+    assert real.backend.rows == [8]
+    assert "the deadline passed after 8 of 20 move evaluations" in fields["string"] and fields["nodes"] == "8"
+    assert took == pytest.approx(30 * call_seconds(8)) and took > 0.1
+    assert best == "bestmove b1a3"  # the documented fallback of the start position
+    # The estimate jumped after the slow call; each move without evaluation halves the
+    # correction, so evaluations come back within a few moves and the answers stay in time.
+    kinds = []
+    for _ in range(10):
+        real.backend.rows.clear()
+        fields, _, took = real.go("go movetime 100")
+        assert took <= 0.1
+        kinds.append(fields["nodes"])
+        if fields["nodes"] == "20":
+            break
+    assert kinds[0] == "0" and kinds[-1] == "20" and set(kinds[:-1]) == {"0"} and real.backend.rows == [8, 8, 4]

@@ -13,8 +13,8 @@ at ``Skill Level`` levels (``--stockfish-skill 3``), or any UCI command
 Whatever plays the games, the results are computed here from the games
 themselves (:mod:`neuralengine.benchmarks.elo`): Elo with a 95 % interval
 (trinomial, and pentanomial from the colour-swapped pairs), LOS, draw ratio,
-optionally an SPRT, and soak figures (illegal moves, time forfeits, crashes,
-the engine's peak memory). The output folder gets ``match.json``, a plot of
+optionally an SPRT, soak figures (illegal moves, time forfeits, crashes,
+the engine's peak memory) and every engine's losses on time. The output folder gets ``match.json``, a plot of
 Elo against each opponent, the PGN and, for the external tools, their log.
 """
 
@@ -263,6 +263,16 @@ def soak_figures(games: Sequence[GameRecord], ours: str) -> dict[str, int]:
     return out
 
 
+def time_losses(games: Sequence[GameRecord], names: Sequence[str]) -> dict[str, int]:
+    """Games each engine of ``names`` lost on time (0 for an engine that never did), from the end reasons."""
+    out = {name: 0 for name in names}
+    for g in games:
+        loser = g.loser()
+        if loser is not None and classify(g.reason) == "time forfeit":
+            out[loser] = out.get(loser, 0) + 1
+    return out
+
+
 def summarise(games: Sequence[GameRecord], ours: str, opponents: Sequence[EngineSpec], ratings: dict[str, float],
               sprt: Sprt | None = None) -> list[dict[str, Any]]:
     table = head_to_head(games, ours)
@@ -364,6 +374,9 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(f"  reliability of {report['engine']['name']}: {soak['illegal_moves']} illegal moves, "
                  f"{soak['time_forfeits']} time forfeits, {soak['crashes']} crashes"
                  + (f", peak memory {mem:.0f} MiB" if mem else ""))
+    losses = report.get("time_losses") or {}
+    if losses:
+        lines.append("  losses on time: " + ", ".join(f"{name} {count}" for name, count in losses.items()))
     return "\n".join(lines)
 
 
@@ -617,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         "opponents": rows,
         "soak": soak,
+        "time_losses": time_losses(games, [ours.name] + [o.name for o in opponents]),
         "engines": engine_stats,
         "pgn": settings.pgn_out.name if settings.pgn_out else None,
         "record": run_record(args.weights if args.weights else None),

@@ -40,7 +40,8 @@
    for and one more network call fits the deadline.
 
 Time limits are deadlines on :func:`time.monotonic`
-(:class:`~neuralengine.engine.timing.SearchControl`). One evaluation of all
+(:class:`~neuralengine.engine.timing.SearchControl`), or on the clock the
+engine is given (the UCI server's), which also times the network calls. One evaluation of all
 candidate moves is the smallest unit of work, and a move is chosen from whole
 evaluations only: the engine keeps an estimate of its latency, and when the
 time left is too short for the evaluation it plays at once a mate in one or
@@ -62,7 +63,7 @@ import math
 import os
 import random
 import time
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import chess
 import numpy as np
@@ -118,14 +119,18 @@ class Engine:
         moves by progress rather than by the network's tiny differences
         (:func:`conversion_order`).
     :param seed: seed of the sampling RNG (``None``: from the system).
+    :param clock: the time source of the latency measurements, the same as
+        the deadlines' (:func:`time.monotonic` by default; tests pass a fake
+        clock that only the network calls advance).
 
     One move choice runs at a time; the settings may be changed between them.
     """
 
     def __init__(self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, temperature: float = 0.0,
                  temperature_moves: int = 0, mate_rule: bool = True, convert_rule: bool = True,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
+        self.clock = clock
         self.kind = backend.config.kind
         self.batch_size = batch_size
         self.temperature = temperature
@@ -168,7 +173,7 @@ class Engine:
 
     def _call(self, board: chess.Board, moves: Sequence[chess.Move], actions: Sequence[int]) -> np.ndarray:
         """Scores for ``moves`` from one network call (no rules applied)."""
-        start = time.monotonic()
+        start = self.clock()
         if self.kind == ACTION_VALUE:
             boards = tokenize_board(board)[None, :]
             log_probs = self.backend.evaluate(boards, np.asarray(actions, dtype=np.int64)[None, :])
@@ -185,14 +190,14 @@ class Engine:
             rows = len(moves)
         else:
             raise AssertionError(f"no chunked call for {self.kind}")
-        self.latency.observe(rows, time.monotonic() - start)
+        self.latency.observe(rows, self.clock() - start)
         return np.asarray(scores, dtype=np.float64)
 
     def _policy(self, board: chess.Board, actions: Sequence[int]) -> np.ndarray:
         """Behavioural cloning: policy probabilities renormalised over ``actions``."""
-        start = time.monotonic()
+        start = self.clock()
         logits = np.asarray(self.backend.evaluate(tokenize_board(board)[None, :]), dtype=np.float64)[0]
-        self.latency.observe(1, time.monotonic() - start)
+        self.latency.observe(1, self.clock() - start)
         legal = logits[np.asarray(actions, dtype=np.int64)]
         legal = legal - legal.max()
         probs = np.exp(legal)
@@ -205,25 +210,25 @@ class Engine:
         actions = indices.tolist()
         if self.kind == BEHAVIORAL_CLONING:
             self._policy(board, actions)
-            start = time.monotonic()
+            start = self.clock()
             self._policy(board, actions)
-            elapsed = time.monotonic() - start
+            elapsed = self.clock() - start
             self.latency.fit(1, elapsed, 1, elapsed)
             return
         # A few rows keep the warm-up short even for a large model on a CPU;
         # the estimate is corrected by every real call afterwards.
         rows = min(WARM_UP_ROWS, len(moves))
-        start = time.monotonic()
+        start = self.clock()
         self._call(board, moves[:rows], actions[:rows])  # first call: allocations, kernel selection
-        repeats = 3 if time.monotonic() - start < 0.25 else 1
+        repeats = 3 if self.clock() - start < 0.25 else 1
         t_one, t_many = [], []
         for _ in range(repeats):
-            start = time.monotonic()
+            start = self.clock()
             self._call(board, moves[:1], actions[:1])
-            t_one.append(time.monotonic() - start)
-            start = time.monotonic()
+            t_one.append(self.clock() - start)
+            start = self.clock()
             self._call(board, moves[:rows], actions[:rows])
-            t_many.append(time.monotonic() - start)
+            t_many.append(self.clock() - start)
         self.latency.fit(1, sorted(t_one)[len(t_one) // 2], rows, sorted(t_many)[len(t_many) // 2])
 
     # -- time ------------------------------------------------------------
@@ -266,11 +271,11 @@ class Engine:
             inference, if the deadline allows it.
         """
         del nodes  # no limit below one evaluation; see above
-        start = time.monotonic()
+        start = self.clock()
         control = control or SearchControl()
         moves, actions = self._candidates(board, searchmoves)
         if not moves:
-            return MoveChoice(None, time_s=time.monotonic() - start)
+            return MoveChoice(None, time_s=self.clock() - start)
         verdicts, rules = self._rule_scores(board, moves, control)
         scores, evaluated = self._network_scores(board, moves, actions, control) if rules is not None else (None, 0)
         choice = self._choose(board, moves, actions, verdicts, scores, rules)
@@ -279,7 +284,7 @@ class Engine:
         elif ponder:
             choice.ponder = self._ponder_move(board, choice.bestmove, control)
         choice.nodes = evaluated
-        choice.time_s = time.monotonic() - start
+        choice.time_s = self.clock() - start
         return choice
 
     def _candidates(self, board: chess.Board,
