@@ -27,7 +27,7 @@ import torch
 
 from neuralengine.config import ACTION_VALUE, BOARD_HEAD
 from neuralengine.model import LayerHook as Hook
-from neuralengine.research.features import square_token_index
+from neuralengine.encoding import square_token_index
 
 
 class WalkError(RuntimeError):

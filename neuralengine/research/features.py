@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import chess
 import numpy as np
 
-from neuralengine.encoding import SEQUENCE_LENGTH, VOCAB, square_token_index
+from neuralengine.encoding import SEQUENCE_LENGTH, VOCAB
 
 #: Classes of the three-way square feature.
 EMPTY, MINE, THEIRS = 0, 1, 2
