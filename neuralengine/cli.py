@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("neuralengine.deepmind.convert", "convert DeepMind's released checkpoints"),
     "probe": ("neuralengine.research.probe", "linear probes: what the network's layers know about the board"),
     "download": ("neuralengine.deepmind.download", "download and convert a DeepMind model (9M, 136M, 270M, ...)"),
+    "lichess": ("neuralengine.lichess", "check a lichess-bot configuration file (lichess check config.yml)"),
 }
 
 

@@ -1,12 +1,11 @@
-"""``lichess_bot_config.yml`` and the ``lichess/neuralengine-lichess`` launcher.
+"""``lichess_bot_config.yml``, the configuration check and the ``lichess/neuralengine-lichess`` launcher.
 
-lichess-bot reads its YAML, fills in defaults and refuses to start on values it
-does not accept. The rules below restate, in our own words, what its
-``lib/config.py`` and ``lib/model.py`` check and which keys its code reads, so
-that a typo or an unsupported value in the shipped file fails here rather than
-on an operator's server. The launcher is tested the way lichess-bot starts it:
-copied into a lichess-bot folder, run from there, with no virtual environment
-activated.
+The check (:mod:`neuralengine.lichess`, ``neuralengine lichess check``) restates
+what lichess-bot reads and accepts; here it runs on the shipped file, on files
+with one bad setting each, and inside the launcher, which refuses to start the
+engine on a bad configuration. The launcher is tested the way lichess-bot
+starts it: copied into a lichess-bot folder, run from there, with no virtual
+environment activated.
 """
 
 from __future__ import annotations
@@ -26,280 +25,17 @@ import chess.engine
 import pytest
 import yaml
 
+from neuralengine.cli import main as cli_main
+from neuralengine.lichess import MANAGED_OPTIONS, config_problems, schema_problems, value_problems
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO / "lichess_bot_config.yml"
 LAUNCHER = REPO / "lichess" / "neuralengine-lichess"
 
-#: Options that python-chess sets by itself; lichess-bot drops them from ``uci_options``.
-MANAGED_OPTIONS = {"uci_chess960", "uci_variant", "multipv", "ponder"}
 #: What a UCI engine may print on standard output (first word of each line).
 UCI_OUTPUT = {"id", "uciok", "readyok", "bestmove", "copyprotection", "registration", "info", "option"}
 #: Largest centipawn score the engine reports (win probability 255/256 on Lichess's curve).
 ENGINE_CP_BOUND = 1505
-
-
-# --------------------------------------------------------------------------
-# What lichess-bot accepts
-# --------------------------------------------------------------------------
-
-class Choice:
-    """A string (or list of strings) from a fixed set."""
-
-    def __init__(self, *allowed: str, many: bool = False) -> None:
-        self.allowed = allowed
-        self.many = many
-
-
-class Mapping:
-    """A mapping with free keys (UCI options, books, overrides)."""
-
-
-NUM = (int, float)
-OPT_STR = (str, type(None))
-OPT_INT = (int, type(None))
-NUM_LIST = (list, int, type(None))  # lichess-bot turns a single value into a one-element list.
-STR_LIST = (list, type(None))
-
-LICHESS_VARIANTS = ("standard", "fromPosition", "antichess", "atomic", "chess960", "crazyhouse", "horde",
-                    "kingOfTheHill", "racingKings", "threeCheck")
-#: Bots may not play ultraBullet on Lichess, so lichess-bot never accepts it.
-BOT_SPEEDS = ("bullet", "blitz", "rapid", "classical", "correspondence")
-QUALITY_BEST_SUGGEST = Choice("best", "suggest")
-
-ONLINE_SOURCE = {"enabled": bool, "min_time": NUM, "max_time": NUM}
-
-#: Every key that lichess-bot reads, with the type or choices it accepts.
-SCHEMA: dict[str, Any] = {
-    "token": str,
-    "url": str,
-    "engine": {
-        "dir": str,
-        "name": str,
-        "working_dir": OPT_STR,
-        "protocol": Choice("uci", "xboard", "homemade"),
-        "ponder": bool,
-        "uci_ponder": bool,
-        "debug": bool,
-        "silence_stderr": bool,
-        "interpreter": OPT_STR,
-        "interpreter_options": NUM_LIST,
-        "engine_options": Mapping(),
-        "polyglot": {
-            "enabled": bool,
-            "book": Mapping(),
-            "min_weight": NUM,
-            "selection": Choice("weighted_random", "uniform_random", "best_move"),
-            "max_depth": int,
-            "normalization": Choice("none", "max", "sum"),
-        },
-        "draw_or_resign": {
-            "resign_enabled": bool,
-            "resign_score": int,
-            "resign_for_egtb_minus_two": bool,
-            "resign_moves": int,
-            "offer_draw_enabled": bool,
-            "offer_draw_score": int,
-            "offer_draw_for_egtb_zero": bool,
-            "offer_draw_moves": int,
-            "offer_draw_pieces": int,
-        },
-        "online_moves": {
-            "max_out_of_book_moves": int,
-            "max_retries": int,
-            "max_depth": NUM,
-            "chessdb_book": ONLINE_SOURCE | {"move_quality": Choice("all", "good", "best"), "min_depth": int},
-            "lichess_cloud_analysis": ONLINE_SOURCE | {"move_quality": Choice("good", "best"),
-                                                       "max_score_difference": NUM, "min_depth": int,
-                                                       "min_knodes": NUM},
-            "lichess_opening_explorer": ONLINE_SOURCE | {"source": Choice("lichess", "masters", "player"),
-                                                         "player_name": OPT_STR,
-                                                         "sort": Choice("winrate", "games_played"),
-                                                         "min_games": int},
-            "online_egtb": ONLINE_SOURCE | {"max_pieces": int, "source": Choice("lichess", "chessdb"),
-                                            "move_quality": QUALITY_BEST_SUGGEST},
-        },
-        "lichess_bot_tbs": {
-            "syzygy": {"enabled": bool, "paths": STR_LIST, "max_pieces": int, "move_quality": QUALITY_BEST_SUGGEST},
-            "gaviota": {"enabled": bool, "paths": STR_LIST, "max_pieces": int, "min_dtm_to_consider_as_wdl_1": int,
-                        "move_quality": QUALITY_BEST_SUGGEST},
-        },
-        "uci_options": Mapping(),
-        "xboard_options": Mapping(),
-        "homemade_options": (dict, type(None)),
-    },
-    "abort_time": NUM,
-    "fake_think_time": bool,
-    "rate_limiting_delay": NUM,
-    "move_overhead": NUM,
-    "max_takebacks_accepted": int,
-    "quit_after_all_games_finish": bool,
-    "pgn_directory": OPT_STR,
-    "pgn_file_grouping": Choice("game", "opponent", "all"),
-    "correspondence": {"move_time": NUM, "checkin_period": NUM, "disconnect_time": NUM, "ponder": bool,
-                       "uci_ponder": bool},
-    "challenge": {
-        "concurrency": int,
-        "games_reserved_for_humans": int,
-        "sort_by": Choice("best", "first"),
-        "preference": Choice("none", "human", "bot"),
-        "accept_bot": bool,
-        "only_bot": bool,
-        "max_increment": NUM,
-        "min_increment": NUM,
-        "max_base": NUM,
-        "min_base": NUM,
-        "max_days": NUM,
-        "min_days": NUM,
-        "variants": Choice(*LICHESS_VARIANTS, many=True),
-        "time_controls": Choice(*BOT_SPEEDS, many=True),
-        "modes": Choice("casual", "rated", many=True),
-        "block_list": STR_LIST,
-        "online_block_list": STR_LIST,
-        "allow_list": STR_LIST,
-        "recent_bot_challenge_age": NUM,
-        "max_recent_bot_challenges": int,
-        "min_rating": int,
-        "max_rating": int,
-        "rating_difference": OPT_INT,
-        "bullet_requires_increment": bool,
-        "max_simultaneous_games_per_user": int,
-    },
-    "greeting": {"hello": OPT_STR, "goodbye": OPT_STR, "hello_spectators": OPT_STR, "goodbye_spectators": OPT_STR},
-    "matchmaking": {
-        "allow_matchmaking": bool,
-        "allow_during_games": bool,
-        "challenge_variant": Choice("random", *LICHESS_VARIANTS),
-        "challenge_timeout": NUM,
-        "challenge_initial_time": NUM_LIST,
-        "challenge_increment": NUM_LIST,
-        "challenge_days": NUM_LIST,
-        "opponent_min_rating": int,
-        "opponent_max_rating": int,
-        "opponent_rating_difference": OPT_INT,
-        "rating_preference": Choice("none", "high", "low"),
-        "challenge_mode": Choice("casual", "rated", "random"),
-        "challenge_filter": Choice("none", "coarse", "fine"),
-        "delay_after_decline": Choice("none", "coarse", "fine"),
-        "block_list": STR_LIST,
-        "online_block_list": STR_LIST,
-        "include_challenge_block_list": bool,
-        "challenge_decliner_file_name": (str, bool, type(None)),
-        "overrides": (dict, type(None)),
-    },
-}
-
-
-def _type_name(expected: Any) -> str:
-    kinds = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
-
-
-def schema_problems(config: Any, schema: dict[str, Any] = SCHEMA, where: str = "") -> list[str]:
-    """Keys lichess-bot does not read, and values of a type or choice it rejects."""
-    if not isinstance(config, dict):
-        return [f"{where or 'the file'} must be a mapping, not {config!r}"]
-    problems = []
-    for key, value in config.items():
-        path = f"{where}{key}"
-        if key not in schema:
-            problems.append(f"{path}: lichess-bot has no such setting")
-            continue
-        expected = schema[key]
-        if isinstance(expected, dict):
-            if value is not None:  # An empty section is filled with defaults.
-                problems += schema_problems(value, expected, f"{path}.")
-        elif isinstance(expected, Mapping):
-            if value is not None and not isinstance(value, dict):
-                problems.append(f"{path}: must be a mapping")
-        elif isinstance(expected, Choice):
-            values = value if expected.many and isinstance(value, list) else [value]
-            if expected.many and not isinstance(value, list):
-                problems.append(f"{path}: must be a list")
-            problems += [f"{path}: {item!r} is not one of {expected.allowed}"
-                         for item in values if item not in expected.allowed]
-        elif isinstance(value, bool) and expected in (int, NUM, OPT_INT, NUM_LIST):
-            problems.append(f"{path}: must be a number, not {value!r}")
-        elif not isinstance(value, expected):
-            problems.append(f"{path}: must be {_type_name(expected)}, not {value!r}")
-    return problems
-
-
-def _get(config: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return default if node is None else node
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def value_problems(config: dict[str, Any]) -> list[str]:
-    """The cross-field rules of lichess-bot, plus Lichess's own limits for bots.
-
-    Missing values take lichess-bot's defaults.
-    """
-    problems = []
-    challenge = config.get("challenge") or {}
-    matchmaking = config.get("matchmaking") or {}
-    engine = config.get("engine") or {}
-
-    for key in ("url", "engine", "challenge"):
-        if key not in config:
-            problems.append(f"required section {key} is missing")
-    for key in ("dir", "name"):
-        if not isinstance(engine.get(key), str):
-            problems.append(f"engine.{key} is required and must be a string")
-
-    concurrency = challenge.get("concurrency", 1)
-    if not concurrency > 0:
-        problems.append("challenge.concurrency must be positive or no game is ever accepted")
-    reserved = challenge.get("games_reserved_for_humans", 0)
-    if not 0 <= reserved <= concurrency:
-        problems.append("challenge.games_reserved_for_humans must lie between 0 and challenge.concurrency")
-
-    bounds = {"increment": (0, 180), "base": (0, float("inf")), "days": (1, float("inf")), "rating": (0, 4000)}
-    for name, (low_default, high_default) in bounds.items():
-        low = challenge.get(f"min_{name}", low_default)
-        high = challenge.get(f"max_{name}", high_default)
-        if low is None or high is None:
-            continue
-        if low > high:
-            problems.append(f"challenge.min_{name} > challenge.max_{name}: nothing would be accepted")
-    if challenge.get("max_increment", 0) > 180:
-        problems.append("challenge.max_increment: Lichess allows at most 180 s of increment")
-    if challenge.get("max_base", 0) > 10800:
-        problems.append("challenge.max_base: Lichess allows at most 10800 s (3 hours) of base time")
-    difference = challenge.get("rating_difference")
-    if difference is not None and difference < 0:
-        problems.append("challenge.rating_difference < 0: nothing would be accepted")
-
-    if matchmaking.get("allow_matchmaking"):
-        has_clock = bool(_as_list(matchmaking.get("challenge_initial_time"))
-                         and _as_list(matchmaking.get("challenge_increment")))
-        if not (has_clock or _as_list(matchmaking.get("challenge_days"))):
-            problems.append("matchmaking needs challenge_initial_time and challenge_increment, or challenge_days")
-    if matchmaking.get("opponent_min_rating", 600) > matchmaking.get("opponent_max_rating", 4000):
-        problems.append("matchmaking.opponent_min_rating > opponent_max_rating")
-    variant = matchmaking.get("challenge_variant", "random")
-    if variant not in ("random", *(v for v in challenge.get("variants", []) if v != "fromPosition")):
-        problems.append(f"matchmaking.challenge_variant {variant!r} is not an accepted variant we can challenge in")
-    if matchmaking.get("challenge_timeout", 30) < 1:
-        problems.append("matchmaking.challenge_timeout is at least one minute")
-
-    for name in engine.get("uci_options") or {}:
-        if str(name).lower() in MANAGED_OPTIONS:
-            problems.append(f"engine.uci_options.{name}: set by lichess-bot itself, it is dropped from the config")
-    go_commands = _get(config, "engine.uci_options.go_commands", {})
-    for name in go_commands:
-        if name not in ("movetime", "depth", "nodes"):
-            problems.append(f"engine.uci_options.go_commands.{name}: only movetime, depth and nodes are read")
-    return problems
 
 
 def load_shipped() -> dict[str, Any]:
@@ -330,12 +66,29 @@ def test_every_key_and_value_is_accepted_by_lichess_bot() -> None:
 
 
 def test_cross_field_rules_of_lichess_bot_hold() -> None:
-    config = load_shipped()
-    config["token"] = "from-the-environment"  # What lichess-bot does with LICHESS_BOT_TOKEN.
-    assert value_problems(config) == []
+    assert value_problems(load_shipped()) == []
 
 
-@pytest.mark.parametrize("change, value", [
+def test_the_check_command_passes_the_shipped_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["lichess", "check", str(CONFIG_FILE)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{CONFIG_FILE}: no problems found" and captured.err == ""
+    assert cli_main(["lichess", "check", "--quiet", str(CONFIG_FILE)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def changed_config(change: str, value: Any) -> dict[str, Any]:
+    """The shipped configuration with the setting ``change`` (dotted) set to ``value``."""
+    config = copy.deepcopy(load_shipped())
+    *parents, key = change.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    return config
+
+
+BAD_SETTINGS = [
     ("move_overhed", 1000),
     ("engine.protocol", "uic"),
     ("engine.ponder", "yes"),
@@ -360,23 +113,46 @@ def test_cross_field_rules_of_lichess_bot_hold() -> None:
     ("engine.uci_options.Ponder", True),
     ("engine.uci_options.MultiPV", 3),
     ("engine.uci_options.go_commands", {"wtime": 1000}),
-])
-def test_the_rules_catch_bad_settings(change: str, value: Any) -> None:
-    """Each change is one that lichess-bot refuses, ignores silently (a misspelt key) or Lichess rejects."""
-    config = copy.deepcopy(load_shipped())
-    config["token"] = "from-the-environment"
-    *parents, key = change.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[key] = value
-    assert schema_problems(config) + value_problems(config)
+    # Options that neuralengine does not declare, or values it refuses: lichess-bot stops on them.
+    ("engine.uci_options.Hash", 64),
+    ("engine.uci_options.Threads", 0),
+    ("engine.uci_options.Backend", "cuda"),
+    ("engine.uci_options.MateRule", "yes"),
+]
+
+
+@pytest.mark.parametrize("change, value", BAD_SETTINGS)
+def test_the_check_catches_bad_settings(change: str, value: Any, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each change is one that lichess-bot refuses, ignores silently (a misspelt key) or Lichess rejects, or
+    an engine option neuralengine would refuse. ``neuralengine lichess check`` exits with status 1 and one
+    line on stderr that names the file and the setting."""
+    config = changed_config(change, value)
+    assert any(change in problem for problem in config_problems(config)), config_problems(config)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert cli_main(["lichess", "check", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"neuralengine lichess check: {path}: "), lines
+    assert change in lines[0]
+
+
+def test_the_check_reports_files_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {"missing.yml": None, "broken.yml": "engine: [\n", "list.yml": "- url\n", "empty.yml": ""}
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text, encoding="utf-8")
+        assert cli_main(["lichess", "check", str(path)]) == 1, name
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and f"{path}: " in lines[0], (name, lines)
 
 
 def test_matchmaking_is_off_and_would_work_when_turned_on() -> None:
     config = load_shipped()
     assert config["matchmaking"]["allow_matchmaking"] is False
-    config["token"] = "from-the-environment"
     config["matchmaking"]["allow_matchmaking"] = True
     assert value_problems(config) == []
 
@@ -453,8 +229,9 @@ def bare_path(tmp_path: Path) -> str:
 
 def base_env(tmp_path: Path, weights: Path, **extra: str) -> dict[str, str]:
     """The environment of an operator's shell: nothing activated, only the weights named."""
+    # PYTHONPATH stays: it is how this test run finds the package under test.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("NEURALENGINE_", "VIRTUAL_ENV", "PYTHON"))}
+           if not key.startswith(("NEURALENGINE_", "VIRTUAL_ENV", "PYTHON")) or key == "PYTHONPATH"}
     env["PATH"] = bare_path(tmp_path)
     env["HOME"] = str(tmp_path / "home")
     env["NEURALENGINE_WEIGHTS"] = str(weights)
@@ -604,6 +381,72 @@ def test_launcher_without_an_engine_fails_clearly(bot_folder: Path, tmp_path: Pa
     assert "neuralengine" in done.stderr
     if variable:
         assert variable in done.stderr
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def run_launcher(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(launcher_path(folder))], cwd=folder, env=env, input="uci\nquit\n",
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("found_as", ["python", "executable"])
+def test_launcher_refuses_a_bad_configuration(bot_folder: Path, tmp_path: Path, tiny_weights: Path,
+                                              engine_command: list[str], found_as: str) -> None:
+    """A config.yml that lichess-bot would misread: the launcher does not start the engine; it exits with
+    status 1 and one line on stderr that names the file and the setting, and writes nothing on stdout."""
+    if found_as == "python":
+        env = base_env(tmp_path, tiny_weights, NEURALENGINE_PYTHON=sys.executable)
+    else:
+        exe = engine_executable(engine_command)
+        if exe is None:
+            pytest.skip("the neuralengine executable is not installed")
+        env = base_env(tmp_path, tiny_weights, NEURALENGINE_COMMAND=exe)
+    write_config(bot_folder / "config.yml", changed_config("challenge.concurrency", 0))
+    done = run_launcher(bot_folder, env)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, lines  # not even the "starting:" line of the verbose launcher
+    assert lines[0].startswith("neuralengine lichess check: config.yml: ") and "challenge.concurrency" in lines[0]
+
+
+def test_launcher_checks_the_file_named_in_the_environment(bot_folder: Path, tmp_path: Path,
+                                                           tiny_weights: Path) -> None:
+    """NEURALENGINE_LICHESS_CONFIG names the file lichess-bot was started with (--config); empty, it turns
+    the check off."""
+    write_config(bot_folder / "config.yml", changed_config("move_overhed", 1000))
+    other = write_config(tmp_path / "other.yml", changed_config("engine.uci_options.Hash", 64))
+    env = base_env(tmp_path, tiny_weights, NEURALENGINE_PYTHON=sys.executable, NEURALENGINE_LICHESS_CONFIG=str(other))
+    done = run_launcher(bot_folder, env)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(f"neuralengine lichess check: {other}: ") and "Hash" in done.stderr
+    assert "move_overhed" not in done.stderr
+    env["NEURALENGINE_LICHESS_CONFIG"] = ""
+    assert_started(uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove"),
+                   f"{sys.executable} -m neuralengine")
+
+
+def test_launcher_starts_the_engine_when_it_cannot_check(bot_folder: Path, tmp_path: Path,
+                                                         tiny_weights: Path) -> None:
+    """Without PyYAML the check cannot read the file: it says so in one line, and the engine plays."""
+    shadow = tmp_path / "no-yaml"
+    shadow.mkdir()
+    (shadow / "yaml.py").write_text('raise ImportError("No module named yaml")\n')
+    python = tmp_path / "pybin" / "python-without-yaml"
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{shadow}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    write_config(bot_folder / "config.yml", changed_config("challenge.concurrency", 0))
+    env = base_env(tmp_path, tiny_weights, NEURALENGINE_PYTHON=str(python))
+    result = uci_session([str(launcher_path(bot_folder))], bot_folder, env, GAME_START, "bestmove")
+    notes = [line for line in result[1].splitlines() if line.startswith("neuralengine lichess check: ")]
+    assert notes == ["neuralengine lichess check: cannot check config.yml: PyYAML is not installed "
+                     "(pip install pyyaml)"], result[1]
+    assert_plays_uci(result)
 
 
 def test_launcher_is_posix_sh(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from neuralengine.data.bag import BagError, BagReader, decode_action_value, enco
     iter_bag_positions, write_bag
 from neuralengine.data.prepare import convert_text, main
 from neuralengine.data.shards import Shard, open_shards
-from neuralengine.data.text import iter_games, parse_line, position_key
+from neuralengine.data.text import is_test_game, iter_games, parse_line, position_key
 from neuralengine.encoding import MOVE_TO_ACTION, tokenize
 
 DATA = Path(__file__).parent / "data" / "av"
@@ -64,14 +64,51 @@ def test_splits_share_no_game_and_no_position(tmp_path):
         for i in range(len(shard)):
             pos = shard[i]
             got[key_of(pos.board)] = pos
-    overlap_dropped = json.loads((out / "prepare.json").read_text())["test_overlap_dropped"]
-    assert len(got) == len(expected) and overlap_dropped >= 0
+    # The test games' distinct positions that a training game also has were dropped, and counted.
+    split_keys: dict[bool, set[str]] = {True: set(), False: set()}
+    for game_key, lines in iter_games(SAMPLES):
+        split_keys[is_test_game(game_key, 0.3)].update(" ".join(fen.split()[:4]) for fen, _, _ in lines)
+    overlap = len(split_keys[True] & split_keys[False])
+    assert overlap > 0
+    assert json.loads((out / "prepare.json").read_text())["test_overlap_dropped"] == overlap
+    assert sum(len(s) for s in test) == len(split_keys[True]) - overlap
+    assert len(got) == len(expected)
     for key, (moves, probs) in expected.items():
         pos = got[key]
         assert pos.actions.tolist() == [MOVE_TO_ACTION[m] for m in moves]
         np.testing.assert_allclose(pos.win_probs, probs, rtol=0, atol=1e-7)
     assert train[0].metadata["engine"] == "Stockfish 15.1" and train[0].metadata["limit"] == {"depth": 7}
     assert [s["file"] for s in train[0].metadata["sources"]] == [p.name for p in SAMPLES]
+
+
+def test_test_positions_seen_in_training_are_dropped_and_counted(tmp_path):
+    """An input given with --test holds one whole training game and one game of its own: every position of
+    the shared game, and those of the other game that training also has, leave the test split, and
+    ``test_overlap_dropped`` counts exactly those."""
+    games = [lines for _, lines in iter_games(SAMPLES)][:3]
+    raw = sample_lines()
+    # The sample lines of each game, in order (games follow each other in the files).
+    sizes = [len(g) for g in games]
+    chunks = [raw[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(3)]
+    (tmp_path / "train.txt").write_text("".join(chunks[0] + chunks[1]))
+    (tmp_path / "test.txt").write_text("".join(chunks[1] + chunks[2]))
+
+    def keys(*numbers: int) -> set[str]:
+        return {" ".join(fen.split()[:4]) for n in numbers for fen, _, _ in games[n]}
+
+    # The own game repeats training positions (the start at least) that the test split already has from the
+    # shared game: each distinct position is dropped, and counted, once.
+    assert keys(2) & keys(0, 1)
+    shared = keys(1, 2) & keys(0, 1)
+    out = tmp_path / "shards"
+    assert main([str(tmp_path / "train.txt"), "--test", str(tmp_path / "test.txt"), "--out", str(out),
+                 "--test-fraction", "0", "--quiet"]) == 0
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["test_overlap_dropped"] == len(shared)
+    assert summary["test"] == len(keys(1, 2) - shared) == len(keys(2) - keys(0, 1))
+    test_keys = {key_of(b) for s in load(out, "test") for b in s.boards}
+    assert test_keys == {key_of(tokenize(fen)) for fen, _, _ in games[2]
+                         if " ".join(fen.split()[:4]) not in keys(0, 1)}
 
 
 def write_annotated(folder: Path, name: str, lines: list[str], games: list[list], split: str | None) -> None:

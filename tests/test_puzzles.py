@@ -149,17 +149,40 @@ def test_accuracy_bands_and_wilson() -> None:
     assert all(map(lambda v: v != v, pz.wilson(0, 0)))
 
 
-def test_stockfish_through_uci(sample: Path, stockfish_path: str, tmp_path: Path,
+def test_stockfish_through_uci(sample: Path, stockfish_path: str, tmp_path: Path, all_puzzles: list[pz.Puzzle],
                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Stockfish at a fixed node count (the same moves however loaded the machine is) solves the sample's
+    first puzzles, and the report says, puzzle by puzzle, what a replay of the same engine at the same limit
+    finds: the solution's moves, or another mate at the move where they part."""
+    import chess.engine
+
+    nodes, count = 20_000, 12
     out = tmp_path / "sf"
-    code = pz.main([str(sample), "--limit", "12", "--engine", stockfish_path, "--movetime", "0.05",
+    code = pz.main([str(sample), "--limit", str(count), "--engine", stockfish_path, "--nodes", str(nodes),
                     "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "puzzles.json").read_text())
-    overall = report["accuracy"]["overall"]
-    assert overall["puzzles"] == 12
-    assert overall["solved"] >= 11  # ratings 500-2200; Stockfish at 50 ms solves these
     assert report["engine"]["name"].startswith("Stockfish")
+    assert report["engine"]["limit"] == {"nodes": nodes}
+    # The replay: every second move of the line is Stockfish's; a different one solves only if it mates.
+    failed, other_mates = set(), set()
+    with chess.engine.SimpleEngine.popen_uci(stockfish_path) as stockfish:
+        for puzzle in all_puzzles[:count]:
+            board = chess.Board(puzzle.fen)
+            for i, uci in enumerate(puzzle.moves):
+                if i % 2 == 1:
+                    move = stockfish.play(board, chess.engine.Limit(nodes=nodes), game=puzzle.id).move
+                    assert move is not None
+                    if move.uci() != uci:
+                        board.push(move)
+                        (other_mates if board.is_checkmate() else failed).add(puzzle.id)
+                        break
+                board.push_uci(uci)
+    overall = report["accuracy"]["overall"]
+    assert overall["puzzles"] == count
+    assert {f["id"] for f in report["failed"]} == failed
+    assert overall["solved"] == count - len(failed) and overall["alternative_mates"] == len(other_mates)
+    assert len(failed) <= 1  # ratings 500-2200: Stockfish at 20,000 nodes solves these
     assert report["record"]["versions"]["python"]
     assert (out / "puzzles.png").stat().st_size > 1000
     assert "puzzles solved" in capsys.readouterr().out

@@ -248,12 +248,17 @@ def test_convert_real_text(sample_files: list[Path], tmp_path: Path) -> None:
 
 
 def test_convert_is_deterministic(sample_files: list[Path], tmp_path: Path) -> None:
-    a = convert_text(sample_files[:1], tmp_path / "a", test_fraction=0.3, progress=False)
-    b = convert_text(sample_files[:1], tmp_path / "b", test_fraction=0.3, progress=False)
+    """Two conversions of the same input write the same files, byte for byte: several training shards and
+    a test shard (the sample's games at --test-fraction 0.3 give both splits)."""
+    a = convert_text(sample_files[:1], tmp_path / "a", test_fraction=0.3, shard_size=500, progress=False)
+    b = convert_text(sample_files[:1], tmp_path / "b", test_fraction=0.3, shard_size=500, progress=False)
     assert a == b
-    for name in ("train-0000.neav", "test-0000.neav"):
-        if (tmp_path / "a" / name).exists():
-            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert a["train"] > 1000 and a["test"] > 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert {"train-0000.neav", "train-0001.neav", "train-0002.neav", "test-0000.neav", "prepare.json"} <= set(names)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_convert_reports_bad_lines(tmp_path: Path) -> None:
