@@ -30,9 +30,9 @@ process: Stockfish, workers). On a machine shared with other jobs the wall
 clock swings with their load, while CPU time stays close to what the same
 work costs on an idle core, so it is the fairer comparison there.
 
-Usage::
+Usage (``pytest bench -k annotate_throughput`` runs it once on a few positions)::
 
-    python bench/annotate_throughput.py ../shared/data/av/d7_s101-000.txt.xz --positions 200 --depth 7
+    python bench/annotate_throughput.py tests/data/shared/av/d7_s101-000.txt.xz --positions 200 --depth 7
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def run_annotator(command: list[str], boards: list[chess.Board], go: str, hash_m
     lines = [f"{b.fen()}\tbench\n" for b in boards]
     with Stockfish(command, {"Threads": 1, "Hash": hash_mb}) as engine:
         start = time.perf_counter()
-        out, _, stats = annotate_lines(engine, lines, settings)
+        _, _, stats = annotate_lines(engine, lines, settings)
         elapsed = time.perf_counter() - start
     assert stats.positions == len(boards), stats
     return elapsed

@@ -20,6 +20,7 @@ test: the ratios depend on the machine and its load.
 
     python bench/fallback_ratio.py                         # shipped weights, 4 games per time control
     python bench/fallback_ratio.py --games 10 --tc 1+0 --tc 0.5+0 --tc 0.2+0 --json
+    pytest bench -k fallback_ratio                          # one short game
 """
 
 from __future__ import annotations

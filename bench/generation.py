@@ -2,6 +2,7 @@
 
     python bench/generation.py --weights runs/gen1/model.safetensors \
         --previous weights/neuralengine.safetensors --out matches/gen1
+    pytest bench -k generation      # every step once, with a few puzzles and games
 
 Runs, one after the other, each through the ``neuralengine`` command so that
 every number can be reproduced by hand:
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PUZZLES = ROOT.parent / "shared" / "data" / "lichess_puzzles_500.csv"
+DEFAULT_PUZZLES = ROOT / "tests" / "data" / "shared" / "lichess_puzzles_500.csv"
 
 
 def run(step: str, args: list[str], done: Path) -> dict:
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, help="the new generation's weights file")
     p.add_argument("--previous", help="the previous generation's weights file (the shipped model)")
-    p.add_argument("--puzzles", default=str(DEFAULT_PUZZLES), help="Lichess puzzle CSV")
+    p.add_argument("--puzzles", default=str(DEFAULT_PUZZLES), help="Lichess puzzle CSV (default: the 500 of "
+                   "tests/data/shared)")
+    p.add_argument("--puzzle-limit", type=int, help="only the first N puzzles (default: all)")
     p.add_argument("--random-games", type=int, default=40)
     p.add_argument("--previous-games", type=int, default=200)
     p.add_argument("--stockfish-games", type=int, default=40)
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if Path(args.puzzles).is_file():
         for label, extra in (("puzzles", []), ("puzzles_no_mate_rule", ["--engine-option", "MateRule=false"])):
-            report = run(label, ["puzzles", args.puzzles, "--weights", weights, "--depth", "1", *extra,
+            limit = ["--limit", str(args.puzzle_limit)] if args.puzzle_limit else []
+            report = run(label, ["puzzles", args.puzzles, "--weights", weights, "--depth", "1", *limit, *extra,
                                  "--out", str(out / label)], out / label / "puzzles.json")
             summary[label] = report["accuracy"]["overall"]
     if args.random_games:

@@ -13,7 +13,7 @@ every pool measurement. Every round checks that both wrote identical shards.
 Reported: action values per second of each round, the median of the per-round
 ratios Ray / pool (the issue's goal is at least 0.90), and a bar chart.
 
-Usage::
+Usage (``pytest bench -k ray_throughput`` runs one small round)::
 
     python bench/ray_throughput.py POSITIONS.fen --positions 200 --depth 7 --workers 2 --rounds 3 \\
         --json ray_throughput.json --plot ray_throughput.png
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = probe.name
     work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     rows: list[dict[str, object]] = []
+    ray = None
     try:
         source = read_positions(args.positions, args.count, work)
         ray, _ = connect(None, args.workers)
@@ -96,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             if results["pool"] != results["ray"]:
                 print("the pool and Ray wrote different shards", file=sys.stderr)
                 return 1
-        ray.shutdown()
     finally:
+        if ray is not None:
+            ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     ratios = [next(r["av_per_s"] for r in rows if r["round"] == k and r["mode"] == "ray")
               / next(r["av_per_s"] for r in rows if r["round"] == k and r["mode"] == "pool")

@@ -23,6 +23,7 @@ test: the figures depend on the machine and on everything else running on it.
     python bench/time_soak.py                      # about 2 minutes: 30 answers per movetime, 2 games per tc
     python bench/time_soak.py --moves 200 --games 10 --load 2 --out soak-results
     python bench/time_soak.py --load 0             # the same without the busy loop, for comparison
+    pytest bench -k time_soak                      # a few answers and one game
 """
 
 from __future__ import annotations
