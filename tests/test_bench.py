@@ -224,3 +224,18 @@ def test_time_soak_counts_late_answers_and_flag_falls(tmp_path: Path, tiny_weigh
     assert "overrun rate 3/3 = 100.0%; flag falls of the engine: 1 in 1 games" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         soak.main(["--tc", "40/60+0.6"])
+
+
+def test_every_bench_script_has_a_benchmark_and_the_default_run_leaves_bench_out() -> None:
+    """``pytest bench`` runs every measuring script of ``bench/`` through a pytest-benchmark test of its own,
+    which keeps the script's figures; the default ``pytest`` run collects ``tests/`` only."""
+    bench = REPO / "bench"
+    scripts = sorted(p.stem for p in bench.glob("*.py") if not p.name.startswith("test_") and p.name != "conftest.py")
+    assert "time_soak" in scripts
+    for name in scripts:
+        test = bench / f"test_{name}.py"
+        assert test.is_file(), f"bench/{name}.py has no bench/test_{name}.py"
+        text = test.read_text(encoding="utf-8")
+        assert f"import {name}\n" in text and "benchmark.pedantic(" in text and "extra_info" in text, test.name
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'testpaths = ["tests"]' in pyproject.splitlines()
