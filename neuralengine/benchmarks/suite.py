@@ -2,9 +2,11 @@
 
 ``bench_positions.fen`` next to this module holds 100 positions in five
 groups (opening, middlegame, endgame, few legal moves, many legal moves).
-They were drawn from the project's seed self-play data with::
+They were drawn from the project's seed self-play data, whose file
+``d7_s101-000.txt.xz`` is not in the repository (``tests/data/shared/av/``
+holds a cut of it), with::
 
-    python -m neuralengine.benchmarks.suite ../shared/data/av/d7_s101-000.txt.xz \\
+    python -m neuralengine.benchmarks.suite SEED_DATA/d7_s101-000.txt.xz \\
         --seed 1 --out neuralengine/benchmarks/bench_positions.fen
 
 The draw is seeded, so the same data file gives the same suite. Speed
