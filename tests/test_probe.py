@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from neuralengine.config import ATTENTIONS, preset  # noqa: E402
-from neuralengine.encoding import VOCAB, tokenize  # noqa: E402
+from neuralengine.encoding import VOCAB, square_token_index, tokenize  # noqa: E402
 from neuralengine.model import Transformer  # noqa: E402
 from neuralengine.research import features as F  # noqa: E402
 from neuralengine.research.activations import (WalkError, board_position, check_walk, collect_states,  # noqa: E402
@@ -167,10 +167,10 @@ def test_tokens_back_to_fen(fen):
 
 def test_square_token_index():
     tokens = tokenize(AFTER_E4)
-    assert F.square_token_index(chess.A8) == 1 and F.square_token_index(chess.H1) == 64
-    assert VOCAB[tokens[F.square_token_index(chess.E4)]] == "P"
-    assert VOCAB[tokens[F.square_token_index(chess.E2)]] == "."
-    assert VOCAB[tokens[F.square_token_index(chess.D8)]] == "q"
+    assert square_token_index(chess.A8) == 1 and square_token_index(chess.H1) == 64
+    assert VOCAB[tokens[square_token_index(chess.E4)]] == "P"
+    assert VOCAB[tokens[square_token_index(chess.E2)]] == "."
+    assert VOCAB[tokens[square_token_index(chess.D8)]] == "q"
     assert board_position(chess.A8) == 2  # after BOS and the side to move
 
 
