@@ -155,6 +155,7 @@ engine.wait()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_worker", [False, True], ids=["stockfish-killed", "worker-killed"])
 def test_killed_processes_lose_and_duplicate_nothing(stockfish_path, tmp_path, kill_worker):
     write_positions(tmp_path / "test.fen", 30, start=100)
@@ -367,6 +368,7 @@ engine.wait()
 """
 
 
+@pytest.mark.slow
 def test_a_hanging_stockfish_is_killed_and_its_shard_redone(stockfish_path, tmp_path):
     """A search that never ends runs into the search timeout: the engine is killed and restarted and
     the shard redone, with the same result as a run without the hang."""
@@ -389,6 +391,7 @@ def test_a_hanging_stockfish_is_killed_and_its_shard_redone(stockfish_path, tmp_
     assert read_shards(hung) == read_shards(clean)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_workers_with_one_line(tmp_path):
     """SIGTERM in the middle of a search: one line, status 143, and no worker or engine left behind."""

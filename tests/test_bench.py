@@ -105,6 +105,7 @@ def test_bench_report(tiny_weights: Path, capsys: pytest.CaptureFixture[str], tm
     assert record["machine"]["cpus_usable"] >= 1
 
 
+@pytest.mark.slow
 def test_bench_table_and_compare_attention(capsys: pytest.CaptureFixture[str]) -> None:
     code = speed.main(["--compare-attention", "--preset", "tiny", "--backend", "onnx", "--positions", "3",
                        "--quiet"])
@@ -199,6 +200,7 @@ def load_time_soak(monkeypatch: pytest.MonkeyPatch):
     return module
 
 
+@pytest.mark.slow
 def test_time_soak_counts_late_answers_and_flag_falls(tmp_path: Path, tiny_weights: Path,
                                                       capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,9 @@ from neuralengine.data.cluster import RayBackend  # noqa: E402
 from neuralengine.data.scheduler import PoolBackend  # noqa: E402
 from neuralengine.data.stockfish import resolve_engine  # noqa: E402
 
+#: Every test here starts a local Ray cluster (tens of seconds each).
+pytestmark = pytest.mark.slow
+
 WORKERS = 2
 COUNT, SHARD = 48, 5  # 10 shards, the last one short
 SHARDS = -(-COUNT // SHARD)

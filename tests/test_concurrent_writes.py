@@ -135,6 +135,7 @@ def test_file_lock_excludes_other_holders(tmp_path: Path) -> None:
     assert not _is_locked(lock)
 
 
+@pytest.mark.slow
 def test_two_processes_save_the_same_weights_file(tmp_path: Path) -> None:
     target = tmp_path / "model.safetensors"
     barrier = mp.get_context("spawn").Barrier(2)

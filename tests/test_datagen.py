@@ -46,6 +46,7 @@ def check_output(folder: Path, test_fraction: float) -> list[tuple[str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_selfplay_games_are_legal_mixed_and_split_by_game(stockfish_path, tmp_path):
     out = tmp_path / "sp"
     assert main(["--out", str(out), "--games", "6", "--workers", "2", "--seed", "3", "--test-fraction", "0.4",
@@ -228,6 +229,7 @@ engine.wait()
 """
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_game_replayed(stockfish_path, tmp_path):
     """A self-play worker process that dies is replaced; its game is played again from the start, so
     the files are exactly those of a run without the kill."""

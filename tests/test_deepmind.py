@@ -510,6 +510,7 @@ def test_tensorstore_reads_a_checkpoint_without_ocdbt(tmp_path):
         assert node.tobytes() == want.tobytes(), key
 
 
+@pytest.mark.slow
 def test_tensorstore_reading_imports_neither_orbax_nor_jax(checkpoints):
     pytest.importorskip("tensorstore")
     item = locate(checkpoints[ACTION_VALUE][0]).item

@@ -189,6 +189,7 @@ def test_download_convert_and_analyse_by_name(server, archive, checkpoint, cache
 PLAIN_INSTALL = Path(__file__).resolve().parent / "plain_install.py"
 
 
+@pytest.mark.slow
 def test_plain_install_downloads_converts_and_analyses(server, archive, checkpoint, cache):
     """The README's path: ``pip install . && neuralengine download 9M && neuralengine analyse --weights 9M``,
     with PyTorch, onnx, orbax and JAX unimportable (``tests/plain_install.py``)."""
@@ -581,6 +582,7 @@ def test_ctrl_c_waits_for_the_next_safe_point():
     interrupt.safe_point("test")  # the flag does not outlive the block
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 @pytest.mark.parametrize("stage", ["unpack", "convert"])
 def test_ctrl_c_while_unpacking_or_converting(server, archive, cache, tmp_path, engine_command, stage):

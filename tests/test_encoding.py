@@ -218,6 +218,7 @@ def test_start_position_moves_in_engine_order() -> None:
     assert actions.dtype == np.int64
 
 
+@pytest.mark.slow
 def test_every_legal_move_of_random_games_is_in_the_table() -> None:
     rng = random.Random(20240207)
     seen_promotions = seen_castles = positions = 0

@@ -724,6 +724,7 @@ def python_chess_draw(board: chess.Board, move: chess.Move) -> bool:
         board.pop()
 
 
+@pytest.mark.slow
 def test_draw_rules_agree_with_python_chess() -> None:
     """Random shuffling games (knight moves, so that positions repeat and the
     half-move clock passes 100) give many draws and non-draws; the table prepared

@@ -264,6 +264,7 @@ def fake(name: str, mode: str, script: Path) -> EngineSpec:
     ("hang", "time_forfeits", "time forfeit", "loses on time"),
     ("slow", "time_forfeits", "time forfeit", "loses on time"),
 ])
+@pytest.mark.slow
 def test_runner_counts_engine_failures(fake_engine: Path, mode: str, field: str, termination: str,
                                        reason: str) -> None:
     bad, good = fake("bad", mode, fake_engine), fake("good", "legal", fake_engine)
@@ -361,6 +362,7 @@ def test_time_losses_are_counted_per_engine() -> None:
     assert match.time_losses([], ["a"]) == {"a": 0}
 
 
+@pytest.mark.slow
 def test_match_reports_the_opponents_time_losses(fake_engine: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # The opponent thinks 1.2 s on a 1 s clock and loses both games on time; ours never does.
@@ -458,6 +460,7 @@ def test_wrapper_reads_fastchess_sprt(tmp_path: Path, shared_data: Path) -> None
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_match_against_stockfish(tiny_weights: Path, stockfish_path: str, engine_command: list[str],
                                       tmp_path: Path) -> None:
     out = tmp_path / "match"

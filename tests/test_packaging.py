@@ -42,6 +42,7 @@ def _site_packages(prefix: Path) -> Path:
     return found[0]
 
 
+@pytest.mark.slow
 def test_prefix_install_finds_the_shipped_weights(tmp_path: Path) -> None:
     """An install whose data folder is not ``sys.prefix`` (``--user``, ``--prefix``, Debian's
     ``/usr/local``) still loads the shipped weights: they are package data."""

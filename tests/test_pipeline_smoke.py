@@ -47,6 +47,7 @@ def play(ours: chess.engine.SimpleEngine, stockfish: chess.engine.SimpleEngine, 
     return board
 
 
+@pytest.mark.slow
 def test_datagen_annotate_prepare_train_play(stockfish_path, engine_command, tmp_path: Path):
     positions, annotated, shards, model = (tmp_path / n for n in ("positions", "annotated", "shards", "run"))
     # The chosen seed sends one of the four games to test.

@@ -390,6 +390,7 @@ def _synthetic_games(path: Path, count: int) -> None:
             fh.write(start + f"{'/'.join(rows)} w - - 0 1\ta1a2:5\n")
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_positions_kept(tmp_path):
     """prepare's peak memory over 6,000 games exceeds that over 2,000 by well under 100 bytes a
     position: positions are remembered as digests, test positions wait on disk. (Holding FEN

@@ -343,6 +343,7 @@ def _check_report(report: dict, num_layers: int) -> None:
         assert row["probe_reads_empty_after_edit"] == 1.0  # the edit crosses the probe's boundary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["tiny_weights", "tiny_shared_weights"])
 def test_command_on_test_checkpoints(tmp_path, request, fixture):
     report = _run(tmp_path, request.getfixturevalue(fixture), [TEXT_SAMPLE])
@@ -356,6 +357,7 @@ def test_command_on_test_checkpoints(tmp_path, request, fixture):
     assert set(report["intervention"]["layers"]) == {"0", "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["state_value", "behavioral_cloning"])
 def test_command_on_other_model_kinds(tmp_path, kind):
     weights = write_model(tmp_path, preset("tiny", kind=kind), onnx=False)
@@ -365,6 +367,7 @@ def test_command_on_other_model_kinds(tmp_path, kind):
     assert set(report["intervention"]["layers"]) == {"1"}
 
 
+@pytest.mark.slow
 def test_command_reads_pgn_through_the_cli(tmp_path, tiny_shared_weights):
     from neuralengine.cli import main as cli_main
 
@@ -386,6 +389,7 @@ def test_command_rejects_bad_options(tmp_path, tiny_weights, capsys):
     assert main([str(TEXT_SAMPLE), "--weights", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped weights are not in this checkout")
 def test_command_on_the_shipped_model(tmp_path):
     report = _run(tmp_path, SHIPPED, [TEXT_SAMPLE, DATA / "d7_s202-000-head.txt.xz"], "--positions", "96")

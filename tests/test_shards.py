@@ -174,6 +174,7 @@ def _key(fen: str) -> str:
     return " ".join(fen.split()[:4])
 
 
+@pytest.mark.slow
 def test_convert_real_text(sample_files: list[Path], tmp_path: Path) -> None:
     stats = convert_text(sample_files, tmp_path, test_fraction=0.5, shard_size=400, metadata={"depth": 7},
                          progress=False)

@@ -97,6 +97,7 @@ def _config(out: Path, data: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_training_reduces_held_out_loss_and_exports(seed_shards: Path, tmp_path: Path):
     result = train(_config(tmp_path / "run", seed_shards), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
@@ -111,6 +112,7 @@ def test_training_reduces_held_out_loss_and_exports(seed_shards: Path, tmp_path:
     assert (tmp_path / "run" / "metrics.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(seed_shards: Path, tmp_path: Path):
     torch.set_num_threads(1)
     straight = train(_config(tmp_path / "a", seed_shards, steps=20, eval_every=1000), progress=False)
@@ -123,6 +125,7 @@ def test_resume_reproduces_an_uninterrupted_run(seed_shards: Path, tmp_path: Pat
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
 
 
+@pytest.mark.slow
 def test_full_attention_accuracy_counts_real_hits(seed_shards: Path, tmp_path: Path):
     """A full-attention model is really trained, and its reported accuracy is the share of held-out positions
     where its best move is one of Stockfish's best, counted here by hand: one position at a time, every
@@ -211,6 +214,7 @@ class _Killed(BaseException):
     """Stands for SIGKILL at one point of a checkpoint save."""
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_step_of_a_checkpoint_save_loses_nothing(seed_shards: Path, tmp_path: Path, monkeypatch):
     import os
 
@@ -415,6 +419,7 @@ def test_ranking_loss_prefers_the_teachers_order():
     assert torch.allclose(lp.exp() @ values, torch.tensor([[0.9, 0.5, 0.2]]), atol=0.01)
 
 
+@pytest.mark.slow
 def test_board_head_training_with_flips_and_ranking_learns(seed_shards: Path, tmp_path: Path):
     result = train(_config(tmp_path / "bh", seed_shards, attention="board_head", flip=0.5, rank_weight=1.0,
                            steps=40), progress=False)

@@ -155,6 +155,7 @@ def test_isready_waits_for_the_weights(engine_command: list[str], tiny_weights: 
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_play_a_full_game_against_itself(simple: chess.engine.SimpleEngine) -> None:
     board = chess.Board()
     plies = 0
