@@ -30,7 +30,7 @@ from neuralengine.benchmarks import puzzles as pz
 from neuralengine.benchmarks.openings import load_openings
 from neuralengine.benchmarks.runner import Adjudication, EngineSpec, TimeControl, run_match, schedule
 from neuralengine.engine import Engine
-from uci_pipe import Uci
+from uci_pipe import Uci, info_fields
 
 RUY_LOPEZ = ["e2e4", "e7e5", "g1f3", "b8c6", "f1b5", "a7a6"]
 #: Positions of the puzzle file searched through UCI.
@@ -63,15 +63,7 @@ def scored_lines(lines: list[str]) -> dict[str, dict[str, str]]:
         words = line.split()
         if words[:2] != ["info", "depth"]:
             continue
-        fields: dict[str, str] = {}
-        i = 1
-        while i < len(words):
-            if words[i] == "pv":
-                fields["pv"] = " ".join(words[i + 1:])
-                break
-            width = 2 if words[i] == "score" else 1
-            fields[words[i]] = " ".join(words[i + 1:i + 1 + width])
-            i += 1 + width
+        fields = info_fields(line)
         move = fields["pv"].split()[0]
         assert move not in found, f"{move} printed twice: {lines}"
         found[move] = fields

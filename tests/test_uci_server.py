@@ -34,6 +34,7 @@ from neuralengine.backends import Backend, create_backend
 from neuralengine.engine import Engine, MoveChoice, MoveScore, time_budget
 from neuralengine.uci import Output, UciServer, make_options, serve
 from neuralengine.weights import WeightsError
+from uci_pipe import info_fields
 
 #: Seconds before a wait counts as a hang (never reached when the server works).
 HANG = 20.0
@@ -718,17 +719,8 @@ class RealSession(Session):
 def score_fields(lines: list[str]) -> dict[str, str]:
     """The first ``info depth`` line as word -> value, ``string`` holding the ``info string`` texts."""
     notes = [line[len("info string "):] for line in lines if line.startswith("info string ")]
-    words = next(line for line in lines if line.startswith("info depth")).split()
-    fields = {"string": "; ".join(notes)}
-    i = 1
-    while i < len(words):
-        if words[i] == "pv":
-            fields["pv"] = " ".join(words[i + 1:])
-            break
-        width = 2 if words[i] == "score" else 1
-        fields[words[i]] = " ".join(words[i + 1:i + 1 + width])
-        i += 1 + width
-    return fields
+    words_line = next(line for line in lines if line.startswith("info depth"))
+    return {"string": "; ".join(notes), **info_fields(words_line)}
 
 
 @pytest.fixture

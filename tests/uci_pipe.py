@@ -91,3 +91,19 @@ class Uci:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def info_fields(line: str) -> dict[str, str]:
+    """An ``info depth ...`` line as word -> value: ``score`` keeps its two words and
+    ``pv`` holds the rest of the line."""
+    words = line.split()
+    fields: dict[str, str] = {}
+    i = 1
+    while i < len(words):
+        if words[i] == "pv":
+            fields["pv"] = " ".join(words[i + 1:])
+            break
+        width = 2 if words[i] == "score" else 1
+        fields[words[i]] = " ".join(words[i + 1:i + 1 + width])
+        i += 1 + width
+    return fields
