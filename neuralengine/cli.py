@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"neuralengine: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C where the command has no handling of its own (while its modules
+        # load, say): one line and the shell's status for SIGINT, no traceback.
+        print(f"neuralengine {name}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (``neuralengine analyse | head``): stop quietly, as
         # Unix tools do. Point stdout at /dev/null so that the interpreter's own

@@ -40,3 +40,24 @@ def test_a_closed_pipe_ends_the_output_quietly() -> None:
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode == 1
+
+
+def test_ctrl_c_outside_a_commands_own_handling_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A KeyboardInterrupt that reaches the dispatcher (Ctrl-C while a command's modules
+    load) ends with exit 130 and one line instead of a traceback."""
+    import types
+
+    import neuralengine.cli as cli
+
+    interrupted = types.ModuleType("interrupted_command")
+
+    def interrupted_main(argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    interrupted.main = interrupted_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "interrupted_command", interrupted)
+    monkeypatch.setitem(cli.COMMANDS, "interrupted", ("interrupted_command", "a command stopped by Ctrl-C"))
+    assert cli.main(["interrupted"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "neuralengine interrupted: interrupted"
