@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fen", help="the position (default: the start position)")
     parser.add_argument("--moves", nargs="*", default=[], metavar="MOVE",
                         help="moves played from the position, in UCI notation (e2e4 e7e5 ...)")
-    parser.add_argument("--weights", help="weights file (default: the shipped weights)")
+    parser.add_argument("--weights", help="weights file, DeepMind checkpoint folder or downloaded model name such as 9M (default: the shipped weights)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend")
     parser.add_argument("--threads", type=threads_arg, default=1, help="CPU threads of the backend")
     parser.add_argument("--top", type=int, default=0, metavar="K", help="show only the best K moves (0: all)")

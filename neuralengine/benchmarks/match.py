@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play neuralengine against opponents with cutechess-cli, fastchess or the built-in runner, "
                     "and report Elo with 95 % intervals.")
     g = p.add_argument_group("our engine")
-    g.add_argument("--weights", help="weights file (sets the WeightsFile option; default: the shipped model)")
+    g.add_argument("--weights", help="weights file, DeepMind checkpoint folder or downloaded model name such as 9M (sets the WeightsFile option; default: the shipped model)")
     g.add_argument("--engine-cmd", help="command that starts our engine (default: this installation's neuralengine)")
     g.add_argument("--name", default="neuralengine", help="our engine's name in the results (default neuralengine)")
     g.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Solve Lichess puzzles (CSV) through UCI; accuracy by rating.")
     p.add_argument("file", help="Lichess puzzle CSV (PuzzleId,FEN,Moves,Rating,...)")
     p.add_argument("--limit", type=int, help="only the first N puzzles")
-    p.add_argument("--weights", help="weights file for our engine (the WeightsFile option)")
+    p.add_argument("--weights", help="weights file, DeepMind checkpoint folder or downloaded model name such as 9M, for our engine (the WeightsFile option)")
     p.add_argument("--engine", help="UCI command to test instead of neuralengine, e.g. 'stockfish'")
     p.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
                    help="UCI option (repeatable)")

@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralengine bench",
         description="Speed benchmark: the engine chooses a move in each of a fixed set of positions.")
-    parser.add_argument("--weights", help="weights file (default: the shipped model)")
+    parser.add_argument("--weights", help="weights file, DeepMind checkpoint folder or downloaded model name such as 9M (default: the shipped model)")
     parser.add_argument("--backend", default="all",
                         help="all (every available backend), auto, onnx, torch-cpu or torch-cuda (default all)")
     parser.add_argument("--threads", type=threads_arg, default=1, help="CPU threads per backend (default 1)")
