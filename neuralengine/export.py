@@ -9,6 +9,7 @@ the ``onnx`` package (the ``torch`` extra).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -58,10 +59,18 @@ def quantize_int8(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike
     target = Path(out_path) if out_path else int8_path(src)
     target.parent.mkdir(parents=True, exist_ok=True)
     sha = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}.get(WEIGHTS_SHA_KEY, "")
+    root = logging.getLogger()
+    level = root.level
     with atomic_path(target) as tmp, warnings.catch_warnings():  # a unique temporary name
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
-                         weight_type=QuantType.QInt8)
+        # ONNX Runtime's general advice to pre-process models goes to the root logger
+        # on every call; it is not something a user of this command can act on.
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(src), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True,
+                             reduce_range=True, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         _set_metadata(tmp, {WEIGHTS_SHA_KEY: sha, QUANTIZATION_KEY: "int8-dynamic"})
     return target
 

@@ -220,13 +220,18 @@ def test_export_command_writes_the_sidecar(tmp_path: Path, capsys: pytest.Captur
 
 
 @needs_torch
-def test_export_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     import onnxruntime as ort
 
     from neuralengine.export import main
 
     path = write_model(tmp_path, preset("tiny"), seed=6, onnx=False)
+    caplog.set_level(logging.WARNING)
     assert main([str(path), "--int8"]) == 0
+    assert not caplog.records, [r.getMessage() for r in caplog.records]  # no library advice reaches the user
+    assert logging.getLogger().level == logging.WARNING  # the root logger's level is given back
     printed = capsys.readouterr().out.split()
     f32, int8 = path.with_suffix(".onnx"), tmp_path / "model.int8.onnx"
     assert printed == [str(f32), str(int8)]
