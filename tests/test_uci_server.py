@@ -810,3 +810,17 @@ def test_real_engine_slow_call_overruns_by_that_call_only(real: RealSession) -> 
         if fields["nodes"] == "20":
             break
     assert kinds[0] == "0" and kinds[-1] == "20" and set(kinds[:-1]) == {"0"} and real.backend.rows == [8, 8, 4]
+
+
+def test_debug_echo_is_one_log_line_per_input_line(factory: Factory) -> None:
+    """With ``debug on`` each input line is echoed on the log as one line, without
+    the blank line its own line break would add."""
+    import io
+
+    log = io.StringIO()
+    server = UciServer(Output(Sink(), log=log), make_options(weights="good"), engine_factory=factory,
+                       clock=FakeClock())
+    assert server.handle("debug on\n") and server.handle("debug off\r\n")
+    lines = log.getvalue().split("\n")
+    assert lines[-1] == "" and "" not in lines[:-1], lines
+    assert lines[0].endswith(">> debug off"), lines

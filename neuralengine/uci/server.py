@@ -240,7 +240,7 @@ class UciServer:
         if not tokens:
             return True
         if self.out.debug:
-            self.out.log(f">> {line[:200]}")
+            self.out.log(f">> {line.rstrip(chr(13) + chr(10))[:200]}")  # the log adds its own line break
         found = self.command_of(tokens)
         if found is not None:
             i, command = found
