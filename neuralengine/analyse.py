@@ -5,15 +5,75 @@ Example::
     neuralengine analyse --fen "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
 
 prints every legal move with its win probability (for the side to move), the
-matching centipawns and, where a rule decided the score, the rule.
+matching centipawns and, where a rule decided the score, the rule; ``--svg
+FILE`` also draws the board with arrows for the best moves
+(:mod:`neuralengine.picture`).
+
+The position checks (:func:`read_position`) and the rows of the ranking
+(:func:`move_rows`) are shared with the web board (``neuralengine serve``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from neuralengine.uci import BACKEND_CHOICES
+
+if TYPE_CHECKING:
+    import chess
+
+    from neuralengine.engine import MoveChoice
+
+
+class PositionError(ValueError):
+    """A position that cannot be analysed: an invalid FEN, kings missing, an illegal move."""
+
+
+def read_position(fen: str | None, moves: list[str] | tuple[str, ...] = ()) -> "chess.Board":
+    """The board of ``fen`` (default: the start position) after ``moves`` (UCI), with its move stack.
+
+    Raises :class:`PositionError` with a one-line message.
+    """
+    import chess
+
+    try:
+        board = chess.Board() if fen is None else chess.Board(fen)
+    except ValueError as exc:
+        raise PositionError(f"invalid FEN: {exc}") from None
+    if board.status() & (chess.STATUS_EMPTY | chess.STATUS_NO_WHITE_KING | chess.STATUS_NO_BLACK_KING
+                         | chess.STATUS_TOO_MANY_KINGS | chess.STATUS_OPPOSITE_CHECK):
+        raise PositionError(f"invalid position: {board.fen()} (kings missing or misplaced)")
+    for text in moves:
+        try:
+            board.push(board.parse_uci(text))
+        except ValueError:
+            raise PositionError(f"illegal move {text!r} in {board.fen()}") from None
+    return board
+
+
+def value_label(kind: str) -> str:
+    """What the model's score is: ``win %``, or ``policy %`` for a behavioural-cloning model."""
+    return "policy %" if kind == "behavioral_cloning" else "win %"
+
+
+def move_rows(board: "chess.Board", choice: "MoveChoice") -> list[dict[str, object]]:
+    """The ranked moves of ``choice`` as rows: rank, move (UCI and SAN), win probability, cp, W/D/L, rule, note.
+
+    ``cp`` is ``None`` for a mate in one (shown as ``#1``); ``note`` is what the
+    text table prints in its last column.
+    """
+    rows = []
+    for rank, scored in enumerate(choice.ranked, start=1):
+        note = {"mate": "mate in 1", "draw": "draw (rule)"}.get(scored.rule or "", "")
+        if scored.rule == "draw" and scored.model_win_prob is not None:
+            note += f", network {scored.model_win_prob * 100:.1f} %"
+        rows.append({"rank": rank, "uci": board.uci(scored.move), "san": board.san(scored.move),
+                     "win_prob": scored.win_prob, "model_win_prob": scored.model_win_prob,
+                     "cp": None if scored.mate else scored.cp, "wdl": list(scored.wdl), "rule": scored.rule,
+                     "note": note})
+    return rows
 
 
 def threads_arg(text: str) -> int:
@@ -39,29 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=0, metavar="K", help="show only the best K moves (0: all)")
     parser.add_argument("--no-mate-rule", action="store_true",
                         help="score mate-in-one moves with the network too, instead of always ranking them first")
+    parser.add_argument("--svg", metavar="FILE",
+                        help="also write the board as an SVG picture, with arrows for the best moves "
+                             "coloured and weighted by win %%")
+    parser.add_argument("--arrows", type=int, default=5, metavar="K", help="arrows in the --svg picture (default 5)")
+    parser.add_argument("--flip", action="store_true", help="draw the --svg picture from Black's side")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the ranked moves; returns 0, 1 (weights problem) or 2 (bad position)."""
     args = build_parser().parse_args([] if argv is None else argv)
-    import chess
 
     try:
-        board = chess.Board() if args.fen is None else chess.Board(args.fen)
-    except ValueError as exc:
-        print(f"neuralengine analyse: invalid FEN: {exc}", file=sys.stderr)
+        board = read_position(args.fen, args.moves)
+    except PositionError as exc:
+        print(f"neuralengine analyse: {exc}", file=sys.stderr)
         return 2
-    if board.status() & (chess.STATUS_EMPTY | chess.STATUS_NO_WHITE_KING | chess.STATUS_NO_BLACK_KING
-                         | chess.STATUS_TOO_MANY_KINGS | chess.STATUS_OPPOSITE_CHECK):
-        print(f"neuralengine analyse: invalid position: {board.fen()} (kings missing or misplaced)", file=sys.stderr)
-        return 2
-    for text in args.moves:
-        try:
-            board.push(board.parse_uci(text))
-        except ValueError:
-            print(f"neuralengine analyse: illegal move {text!r} in {board.fen()}", file=sys.stderr)
-            return 2
 
     from neuralengine.engine import Engine
     from neuralengine.weights import WeightsError
@@ -81,23 +135,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"position  {board.fen()}")
     print(f"model     {engine.describe()}")
     result = engine.choose_move(board)
+    if args.svg and not write_svg(args.svg, board, result, args.arrows, args.flip):
+        return 1
     if result.bestmove is None:
         print("game over: " + ("checkmate" if board.is_checkmate() else "stalemate") + "; no legal moves")
         return 0
-    label = "policy %" if engine.kind == "behavioral_cloning" else "win %"
     print(f"time      {result.time_s * 1000:.1f} ms for {result.nodes} move evaluations")
     print()
-    print(f"{'rank':>4}  {'move':<6} {'san':<8} {label:>8} {'cp':>6}  note")
-    ranked = result.ranked[:args.top] if args.top > 0 else result.ranked
-    for rank, scored in enumerate(ranked, start=1):
-        note = {"mate": "mate in 1", "draw": "draw (rule)"}.get(scored.rule or "", "")
-        if scored.rule == "draw" and scored.model_win_prob is not None:
-            note += f", network {scored.model_win_prob * 100:.1f} %"
-        cp = "#1" if scored.mate else f"{scored.cp:+d}"
-        print(f"{rank:>4}  {board.uci(scored.move):<6} {board.san(scored.move):<8} "
-              f"{scored.win_prob * 100:>8.2f} {cp:>6}  {note}".rstrip())
+    print(f"{'rank':>4}  {'move':<6} {'san':<8} {value_label(engine.kind):>8} {'cp':>6}  note")
+    rows = move_rows(board, result)
+    for row in rows[:args.top] if args.top > 0 else rows:
+        cp = "#1" if row["cp"] is None else f"{row['cp']:+d}"
+        print(f"{row['rank']:>4}  {row['uci']:<6} {row['san']:<8} "
+              f"{row['win_prob'] * 100:>8.2f} {cp:>6}  {row['note']}".rstrip())
     return 0
 
+
+def write_svg(path: str, board: "chess.Board", result: "MoveChoice", arrows: int, flipped: bool) -> bool:
+    """Write the picture of ``--svg``; False (with a one-line message) when the file cannot be written."""
+    from neuralengine.atomic import write_text
+    from neuralengine.picture import board_svg
+
+    try:
+        write_text(path, board_svg(board, result.ranked, arrows=arrows, flipped=flipped) + "\n")
+    except OSError as exc:
+        print(f"neuralengine analyse: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    print(f"picture   {path}")
+    return True
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "uci": ("neuralengine.uci", "run the UCI protocol on stdin/stdout (the default)"),
     "analyse": ("neuralengine.analyse", "rank the legal moves of a position with win % and centipawns"),
+    "serve": ("neuralengine.web.serve", "a local analysis board in the browser: analysis, play, game review"),
     "bench": ("neuralengine.benchmarks.speed", "speed benchmark: positions/s, nodes/s, latency"),
     "match": ("neuralengine.benchmarks.match", "play matches (cutechess-cli, fastchess or built in) and rate them"),
     "puzzles": ("neuralengine.benchmarks.puzzles", "solve Lichess puzzles from a CSV file and report accuracy"),
