@@ -92,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn has shut down cleanly, then passes Ctrl-C (SIGINT) on
     finally:
         service.close()
         sock.close()
+    print("neuralengine serve: stopped", flush=True)
     return 0
 
 

@@ -430,9 +430,9 @@ function showReviewPoint(ply) {
   reviewBoard.setPosition({ fen: point.fen, legal: [], last_move: ply > 0 ? data.moves[ply - 1] : null,
     check: false });
   reviewBoard.setArrows(point.arrows);
-  const parts = [`Position after ${ply} plies: White ${pct(point.white_win, 1)} %.`];
+  const parts = [`Position after ${ply} ${ply === 1 ? "ply" : "plies"}: White ${pct(point.white_win, 1)} %.`];
   if (point.played) {
-    parts.push(`Played ${point.played.san} (${pct(point.played.win_prob, 1)} %),` +
+    parts.push(`${moveNumber(data, ply, point.turn)} ${point.played.san} played (${pct(point.played.win_prob, 1)} %),` +
       ` the network prefers ${point.best.san} (${pct(point.best.win_prob, 1)} %).`);
     if (point.mark) parts.push(`${point.mark[0].toUpperCase()}${point.mark.slice(1)}.`);
   } else if (point.terminal) {
@@ -442,6 +442,13 @@ function showReviewPoint(ply) {
   for (const circle of $("review-graph").querySelectorAll(".point")) {
     circle.classList.toggle("selected", Number(circle.getAttribute("data-ply")) === ply);
   }
+}
+
+// "12." or "12..." for the move played from the position after ``ply`` plies.
+function moveNumber(data, ply, turn) {
+  const whiteFirst = data.fens[0].split(" ")[1] === "w";
+  const number = data.first_move_number + Math.floor((whiteFirst ? ply : ply + 1) / 2);
+  return turn === "w" ? `${number}.` : `${number}...`;
 }
 
 function drawGraph(points) {
@@ -471,20 +478,18 @@ function renderReview(data) {
   review.points = data.points;
   drawGraph(data.points);
   const s = data.summary;
-  const side = (name, c) => `${name}: ${c.inaccuracy} inaccuracies, ${c.mistake} mistakes, ${c.blunder} blunders`;
+  const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  const side = (name, c) => `${name}: ${count(c.inaccuracy, "inaccuracy", "inaccuracies")}, ` +
+    `${count(c.mistake, "mistake", "mistakes")}, ${count(c.blunder, "blunder", "blunders")}`;
   $("review-summary").textContent = `${side("White", s.white)}. ${side("Black", s.black)}.`;
   const body = $("review-table").querySelector("tbody");
   body.textContent = "";
-  const whiteFirst = data.fens[0].split(" ")[1] === "w";
   data.points.forEach((point, ply) => {
     if (!point.mark) return;
-    const white = point.turn === "w";
-    const offset = whiteFirst ? ply : ply + 1;
-    const number = data.first_move_number + Math.floor(offset / 2);
     const tr = document.createElement("tr");
     tr.className = `mark-${point.mark}`;
     tr.setAttribute("data-ply", String(ply));
-    const cells = [white ? `${number}.` : `${number}...`, point.played.san, point.mark,
+    const cells = [moveNumber(data, ply, point.turn), point.played.san, point.mark,
       `${pct(point.best.win_prob, 1)} → ${pct(point.played.win_prob, 1)}`, point.best.san];
     for (const value of cells) {
       const td = document.createElement("td");
