@@ -180,17 +180,18 @@ class Page:
 
     def arrows(self, board_id: str = "analysis-board") -> list[tuple[str, float]]:
         """The arrows on a board: (move, win probability), best first."""
-        found = self.driver.find_elements("css selector", f"#{board_id} g.arrow")
-        arrows = [(a.get_attribute("data-move"), float(a.get_attribute("data-win"))) for a in found]
-        return list(reversed(arrows))  # drawn worst first
+        found = self.driver.execute_script(
+            "return [...document.querySelectorAll(`#${arguments[0]} g.arrow`)]"
+            ".map(a => [a.getAttribute('data-move'), a.getAttribute('data-win')]);", board_id)
+        return [(move, float(win)) for move, win in reversed(found)]  # drawn worst first
 
     def move_rows(self) -> list[dict[str, str]]:
-        """The rows of the analysis list as shown: move (UCI), SAN, win %, cp, W, D, L, note."""
-        rows = []
-        for tr in self.driver.find_elements("css selector", "#move-table tbody tr"):
-            cells = {td.get_attribute("class"): td.text for td in tr.find_elements("tag name", "td")}
-            rows.append({"uci": tr.get_attribute("data-uci"), **cells})
-        return rows
+        """The rows of the analysis list as shown: uci, and the text of rank, san, win, cp, w, d, l, note."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll('#move-table tbody tr')].map(tr => {"
+            "  const row = {uci: tr.getAttribute('data-uci')};"
+            "  for (const td of tr.querySelectorAll('td')) row[td.className] = td.textContent;"
+            "  return row; });")
 
     def new_game(self, side: str = "w", temperature: float = 0.0) -> None:
         """Start a game in the Play view (the engine moves first when the page plays Black)."""
@@ -217,7 +218,9 @@ class Page:
     def review(self, pgn: str) -> None:
         """Review a pasted PGN and wait for the graph."""
         self.tab("review")
-        self.driver.execute_script("document.getElementById('view-review').removeAttribute('data-review-ms')")
+        self.driver.execute_script("document.getElementById('view-review').removeAttribute('data-review-ms');"
+                                   "const e = document.getElementById('review-error'); e.hidden = true;"
+                                   "e.textContent = '';")
         self.set_value("review-pgn", pgn)
         self.driver.find_element("id", "review-run").click()
         self.wait.until(lambda d: self.attribute("view-review", "data-review-ms") is not None
@@ -225,5 +228,6 @@ class Page:
 
     def graph_points(self) -> list[float]:
         """White's win probability at each point of the review graph."""
-        return [float(c.get_attribute("data-white-win"))
-                for c in self.driver.find_elements("css selector", "#review-graph circle.point")]
+        return [float(v) for v in self.driver.execute_script(
+            "return [...document.querySelectorAll('#review-graph circle.point')]"
+            ".map(c => c.getAttribute('data-white-win'));")]
