@@ -207,12 +207,12 @@ class Page:
         self.wait.until(lambda d: self.attribute("view-play", "data-plies") == wanted)
 
     def play(self, uci: str) -> str:
-        """Make a move by clicking its two squares; wait for the engine's answer on the board; its UCI move."""
-        plies = int(self.attribute("view-play", "data-plies") or 0)
+        """Make a move by clicking its two squares and wait for the server's answer (the engine's move drawn on
+        the board, the end of the game, or an error); the last move on the board, in UCI."""
+        answers = int(self.attribute("view-play", "data-answers") or 0)
         self.click_square("play-board", uci[:2])
         self.click_square("play-board", uci[2:4])
-        self.wait.until(lambda d: int(self.attribute("view-play", "data-plies") or 0) >= plies + 2
-                        or bool(self.driver.find_element("id", "play-error").is_displayed()))
+        self.wait.until(lambda d: int(self.attribute("view-play", "data-answers") or 0) > answers)
         return self.driver.find_element("css selector", "#play-board svg").get_attribute("data-last-move")
 
     def review(self, pgn: str) -> None:

@@ -358,7 +358,7 @@ async function loadPosition(body) {
 
 // --- Play -------------------------------------------------------------------
 
-const play = { moves: [], side: "w", busy: false, started: false, clickAt: null, position: null };
+const play = { moves: [], side: "w", busy: false, started: false, clickAt: null, position: null, answers: 0 };
 
 function renderPlay(data, note) {
   play.position = data;
@@ -392,6 +392,8 @@ async function engineReply() {
     if (play.position) renderPlay(play.position, null);
   } finally {
     play.busy = false;
+    play.answers += 1;
+    $("view-play").setAttribute("data-answers", String(play.answers));
   }
 }
 
@@ -440,7 +442,14 @@ function showReviewPoint(ply) {
   }
   $("review-caption").textContent = parts.join(" ");
   for (const circle of $("review-graph").querySelectorAll(".point")) {
-    circle.classList.toggle("selected", Number(circle.getAttribute("data-ply")) === ply);
+    const here = Number(circle.getAttribute("data-ply")) === ply;
+    circle.classList.toggle("selected", here);
+    if (here) {
+      const cursor = $("review-cursor");
+      cursor.setAttribute("x1", circle.getAttribute("cx"));
+      cursor.setAttribute("x2", circle.getAttribute("cx"));
+      cursor.removeAttribute("visibility");
+    }
   }
 }
 
@@ -460,6 +469,8 @@ function drawGraph(points) {
   svgEl("rect", { x: 0, y: 0, width, height: height / 2, fill: "#fafafa" }, graph);
   svgEl("rect", { x: 0, y: height / 2, width, height: height / 2, fill: "#e4e4e4" }, graph);
   svgEl("line", { x1: 0, x2: width, y1: y(0.5), y2: y(0.5), stroke: "#999", "stroke-dasharray": "4 3" }, graph);
+  svgEl("line", { id: "review-cursor", x1: 0, x2: 0, y1: 0, y2: height, stroke: "#1d4f7a", "stroke-width": 1.5,
+    visibility: "hidden", "vector-effect": "non-scaling-stroke" }, graph);
   svgEl("polyline", { points: points.map((p, i) => `${x(i)},${y(p.white_win)}`).join(" "), fill: "none",
     stroke: "#2f3437", "stroke-width": 2, "vector-effect": "non-scaling-stroke" }, graph);
   points.forEach((point, i) => {
@@ -518,6 +529,7 @@ async function runReview() {
     const data = await api("/api/review", { model: settings.model, pgn: text });
     showError("review", null);
     renderReview(data);
+    $("view-review").setAttribute("data-server-ms", String(data.time_ms));
     $("view-review").setAttribute("data-review-ms", (performance.now() - review.startedAt).toFixed(1));
   } catch (err) {
     $("review-status").textContent = "";
