@@ -6,16 +6,20 @@ where :func:`neuralengine.paths.default_weights` finds it with
 :mod:`importlib.resources`, whatever the install scheme (``--user``,
 ``--prefix``, Debian's ``/usr/local``). Static ``[tool.setuptools]`` settings
 would need every subpackage listed by hand to add this mapping; here the code
-packages are still discovered. An editable install reads ``weights/`` directly.
+packages are still discovered. An editable install reads ``weights/`` directly. The page of
+``neuralengine serve`` (``neuralengine/web/static/``) is listed the same way.
 """
 
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["neuralengine", "neuralengine.*"]) + ["neuralengine.weights_data"],
+    # The page of ``neuralengine serve`` (neuralengine/web/static/) is a folder of data only, listed like weights_data.
+    packages=find_packages(include=["neuralengine", "neuralengine.*"]) + ["neuralengine.weights_data",
+                                                                          "neuralengine.web.static"],
     package_dir={"neuralengine.weights_data": "weights"},
     package_data={
-        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen", "web/static/*"],
+        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen"],
+        "neuralengine.web.static": ["*.html", "*.js", "*.css"],
         "neuralengine.weights_data": ["*.safetensors", "*.onnx", "README.md"],
     },
 )

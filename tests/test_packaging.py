@@ -67,6 +67,9 @@ def test_prefix_install_finds_the_shipped_weights(tmp_path: Path) -> None:
     # Every code package travels too (setup.py discovers them; nothing is listed by hand).
     wanted = {p.parent.relative_to(source) for p in (source / "neuralengine").rglob("__init__.py")}
     assert all((site / package / "__init__.py").is_file() for package in wanted)
+    # So does the page of ``neuralengine serve`` (data only, no ``__init__.py``).
+    assert all((site / "neuralengine" / "web" / "static" / name).is_file()
+               for name in ("index.html", "app.js", "style.css"))
 
 
 def test_a_plain_install_pulls_in_neither_torch_nor_ray() -> None:

@@ -67,9 +67,11 @@ function parsePlacement(fen) {
 }
 
 class Board {
-  constructor(container, onMove) {
+  // ``promotion``: the id of the select that names the piece a pawn promotes to.
+  constructor(container, onMove, promotion) {
     this.container = container;
     this.onMove = onMove;
+    this.promotion = promotion;
     this.flipped = false;
     this.fen = START_FEN;
     this.pieces = parsePlacement(START_FEN);
@@ -136,7 +138,7 @@ class Board {
       if (candidates.length) {
         let move = candidates[0];
         if (candidates.length > 1) {
-          const wanted = $("promotion").value;
+          const wanted = this.promotion ? $(this.promotion).value : "q";
           move = candidates.find((m) => m[4] === wanted) || candidates[0];
         }
         this.selected = null;
@@ -595,8 +597,8 @@ async function start() {
   holder.innerHTML = pieces;
   document.body.appendChild(holder);
 
-  analysisBoard = new Board($("analysis-board"), analysisMove);
-  playBoard = new Board($("play-board"), playMove);
+  analysisBoard = new Board($("analysis-board"), analysisMove, "promotion");
+  playBoard = new Board($("play-board"), playMove, "play-promotion");
   reviewBoard = new Board($("review-board"), () => {});
 
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
