@@ -18,7 +18,7 @@ Beside them, the same requests without a browser (``POST /api/play``,
 measurement, not a test: the times depend on the machine and its load.
 
     python bench/web_latency.py                         # 40 moves, 5 reviews
-    python bench/web_latency.py --moves 100 --reviews 10 --json docs/web_latency.json
+    python bench/web_latency.py --moves 60 --reviews 5 --json docs/web_latency.json --plot docs/web_latency.png
     pytest bench -k web_latency                         # a short run
 """
 
@@ -92,6 +92,7 @@ def measure(moves: int, reviews: int, seed: int) -> dict[str, Any]:
                 page.play(move.uci())
                 clicks.append(float(page.attribute("view-play", "data-answer-ms") or "nan"))
             result["click_to_answer_ms"] = summary(clicks)
+            result["click_to_answer_samples"] = [round(c, 1) for c in clicks]
             page_ms, server_ms = [], []
             for _ in range(reviews):
                 page.review(pgn)
@@ -110,6 +111,32 @@ def measure(moves: int, reviews: int, seed: int) -> dict[str, Any]:
     return result
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """A histogram of the click-to-answer times, with the review times in its title (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("web_latency: matplotlib is not installed; no plot", file=sys.stderr)
+        return
+    samples = result["click_to_answer_samples"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.hist(samples, bins=30, color="#4a7bb0")
+    median = result["click_to_answer_ms"]["median"]
+    ax.axvline(median, color="#d1301f", linestyle="--", label=f"median {median:.0f} ms")
+    ax.set_xlabel("ms from the click to the engine's answer on the board")
+    ax.set_ylabel("moves")
+    review = result["review_page_ms"]["median"] / 1000
+    ax.set_title(f"neuralengine serve, shipped model, headless Chromium: {len(samples)} moves; "
+                 f"review of {result['review_positions']} positions {review:.1f} s", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Click-to-answer and game-review times of neuralengine serve in "
                                                  "headless Chromium, with the shipped model.")
@@ -117,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reviews", type=int, default=5, help="reviews of the 60-move game (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random moves clicked")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE ('-': print them as JSON)")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the click-to-answer times (needs matplotlib)")
     args = parser.parse_args(argv)
     try:
         result = measure(max(1, args.moves), max(1, args.reviews), args.seed)
@@ -128,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        plot(result, Path(args.plot))
     rows = [("click to the engine's answer on the board (page)", "click_to_answer_ms"),
             ("POST /api/play alone (no browser)", "http_play_ms"),
             (f"review of {result['review_plies']} plies: click to graph (page)", "review_page_ms"),

@@ -137,6 +137,10 @@ def test_downloaded_deepmind_models_are_listed(models: dict[str, Path], tmp_path
     catalogue = Catalogue()
     assert [(e.id, e.label, e.source) for e in catalogue.entries] == [
         ("shipped", "neuralengine.safetensors", "shipped"), ("deepmind-9M", "9M", "DeepMind")]
+    # Named on the command line (by DeepMind's name, or as the shipped file), a model is listed once.
+    catalogue = Catalogue(["9M", str(default_weights())])
+    assert [(e.id, e.label, e.source) for e in catalogue.entries] == [
+        ("file-1", "9M", "command line"), ("file-2", "neuralengine.safetensors", "command line")]
 
 
 def test_analyse_ranks_every_move_as_the_command_does(served: Served, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,19 +96,24 @@ class Catalogue:
         self.entries: list[ModelEntry] = list(named)
         shipped_path = shipped if shipped is not None else default_weights()
         try:
-            self.entries.append(_entry("shipped", shipped_path.name, "shipped", shipped_path))
+            if not self._listed(shipped_path):
+                self.entries.append(_entry("shipped", shipped_path.name, "shipped", shipped_path))
         except WeightsError:
             if not named:
                 raise
         if downloaded:
             for name in DEEPMIND_MODELS:
                 path = downloaded_weights(name)
-                if path.is_file() and all(e.path != path for e in self.entries):
+                if path.is_file() and not self._listed(path):
                     try:
                         self.entries.append(_entry(f"deepmind-{name}", name, "DeepMind", path))
                     except WeightsError:
                         continue  # a damaged conversion is not offered
         self._by_id = {entry.id: entry for entry in self.entries}
+
+    def _listed(self, path: Path) -> bool:
+        """Whether ``path`` is already in the list (a file named on the command line may be the shipped one)."""
+        return any(e.path.resolve() == path.resolve() for e in self.entries)
 
     @property
     def default(self) -> ModelEntry:
@@ -162,10 +167,6 @@ class EngineService:
     async def run(self, model_id: str, job: Callable[["Engine"], T]) -> T:
         """:meth:`submit`, awaited without blocking the event loop."""
         return await asyncio.wrap_future(self.submit(model_id, job))
-
-    def engine(self, model_id: str) -> "Engine":
-        """The loaded engine of ``model_id`` (loads it on the calling thread: the worker's, or a test's)."""
-        return self._engine(self.catalogue.get(model_id))
 
     def _done(self, _future: Future) -> None:  # type: ignore[type-arg]
         with self._lock:
