@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-pytest.importorskip("starlette", reason="the web extra is not installed: pip install '.[web]'")
-pytest.importorskip("selenium", reason="Selenium is not installed: pip install selenium")
-
-import web_latency  # noqa: E402
-
-from neuralengine.web.browser import find_browser  # noqa: E402
+import web_latency
 
 
 def test_web_latency(benchmark, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("starlette", reason="the web extra is not installed: pip install '.[web]'")
+    pytest.importorskip("selenium", reason="Selenium is not installed: pip install selenium")
+    from neuralengine.web.browser import find_browser
+
     if find_browser() is None:
         pytest.skip("Chromium and its driver are not installed (apt-get install chromium chromium-driver)")
     code = benchmark.pedantic(web_latency.main, args=(["--moves", "3", "--reviews", "1", "--json", "-"],),
@@ -25,6 +23,7 @@ def test_web_latency(benchmark, capsys: pytest.CaptureFixture[str]) -> None:  # 
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["click_to_answer_ms"]["n"] == 3 and result["click_to_answer_ms"]["median"] > 0
+    assert len(result["click_to_answer_samples"]) == 3
     assert result["review_positions"] == result["review_plies"] + 1 == 120
     assert result["review_page_ms"]["n"] == 1
     benchmark.extra_info.update(result)
