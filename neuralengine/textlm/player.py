@@ -222,7 +222,7 @@ class TextLMEngine:
             texts = candidate_texts(board, moves)
         except TranscriptError:
             raise NoText("no transcript: the game does not start from the initial position "
-                         "(position fen, or a history the GUI did not send)") from None
+                         "(a position set up from a FEN, or a game too long to keep whole)") from None
         try:
             prefix = self.vocabulary.encode(texts.prefix)
         except VocabularyError as exc:
