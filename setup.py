@@ -18,7 +18,7 @@ setup(
                                                                           "neuralengine.web.static"],
     package_dir={"neuralengine.weights_data": "weights"},
     package_data={
-        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen"],
+        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen", "benchmarks/*.pgn"],
         "neuralengine.web.static": ["*.html", "*.js", "*.css"],
         "neuralengine.weights_data": ["*.safetensors", "*.onnx", "README.md"],
     },

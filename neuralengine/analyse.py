@@ -54,8 +54,9 @@ def read_position(fen: str | None, moves: list[str] | tuple[str, ...] = ()) -> "
 
 
 def value_label(kind: str) -> str:
-    """What the model's score is: ``win %``, or ``policy %`` for a behavioural-cloning model."""
-    return "policy %" if kind == "behavioral_cloning" else "win %"
+    """What the model's score is: ``win %``, or ``policy %`` for a behavioural-cloning
+    or text model (their scores are move probabilities, not win probabilities)."""
+    return "policy %" if kind in ("behavioral_cloning", "pgn_lm") else "win %"
 
 
 def move_rows(board: "chess.Board", choice: "MoveChoice") -> list[dict[str, object]]:
@@ -140,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.bestmove is None:
         print("game over: " + ("checkmate" if board.is_checkmate() else "stalemate") + "; no legal moves")
         return 0
+    for note in result.notes:
+        print(f"note      {note}")
+    if result.fallback:
+        print(f"note      {result.fallback}")
     print(f"time      {result.time_s * 1000:.1f} ms for {result.nodes} move evaluations")
     print()
     print(f"{'rank':>4}  {'move':<6} {'san':<8} {value_label(engine.kind):>8} {'cp':>6}  note")

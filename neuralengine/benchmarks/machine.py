@@ -122,12 +122,12 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """SHA-256, size, architecture and provenance of a weights file (None when absent or unreadable)."""
     if weights is None:
         return None
-    from neuralengine.weights import WeightsError, config_from_metadata, file_sha256, read_metadata
+    from neuralengine.weights import WeightsError, any_config_from_metadata, file_sha256, read_metadata
 
     path = Path(weights)
     try:
         meta = read_metadata(path)
-        cfg = config_from_metadata(meta, str(path))
+        cfg = any_config_from_metadata(meta, str(path))
     except (WeightsError, OSError) as exc:
         return {"path": path.name, "error": str(exc)}
     return {
@@ -138,6 +138,26 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
         "parameters": cfg.num_parameters(),
         "provenance": meta.get("provenance", {}),
     }
+
+
+def plays_text_model(weights: str | os.PathLike[str] | None, *, other_engine: bool = False) -> bool:
+    """Whether our engine plays a text model (``pgn_lm``): the weights it is given, else the shipped ones.
+
+    ``other_engine``: the command is not ours, so without weights nothing is known (``False``).
+    """
+    from neuralengine.config import TEXT_KINDS
+    from neuralengine.weights import WeightsError, read_metadata, weights_kind
+
+    if weights is None:
+        if other_engine:
+            return False
+        from neuralengine.paths import default_weights
+
+        weights = default_weights()
+    try:
+        return weights_kind(read_metadata(weights)) in TEXT_KINDS
+    except (WeightsError, OSError):
+        return False
 
 
 def run_record(weights: str | os.PathLike[str] | None = None, **extra: Any) -> dict[str, Any]:
