@@ -148,6 +148,12 @@ class Engine:
         Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
         with a message that names the problem.
         """
+        from neuralengine.textlm.http_client import is_http_url
+
+        if is_http_url(str(weights_path)):  # a language model behind an OpenAI-compatible endpoint
+            from neuralengine.textlm.http import open_http_player
+
+            return open_http_player(str(weights_path), **kwargs)  # type: ignore[return-value]
         from neuralengine.backends import create_backend
         from neuralengine.deepmind import resolve_weights
         from neuralengine.weights import read_metadata

@@ -87,6 +87,8 @@ class MoveChoice:
     ponder: chess.Move | None = None
     #: Temperature used to choose the move.
     temperature: float = 0.0
+    #: What the player has to say about this move (UCI prints each as an ``info string``).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def nps(self) -> int:

@@ -82,14 +82,14 @@ def result_lines(board: chess.Board, result: MoveChoice, *, elapsed: float, mult
                  show_wdl: bool) -> tuple[list[str], list[str]]:
     """The lines that report ``result`` for ``board``, ``elapsed`` seconds after the ``go``.
 
-    Returns the notes (texts of ``info string`` lines: why the move went
-    without evaluation) and the score lines, one
+    Returns the notes (texts of ``info string`` lines: the player's own
+    notes, and why the move went without evaluation) and the score lines, one
     per ``multipv`` rank.
     """
     assert result.bestmove is not None
     time_ms = int(elapsed * 1000)
     nps = round(result.nodes / elapsed) if elapsed > 0 else 0
-    notes = []
+    notes = list(result.notes)
     if result.fallback:
         notes.append(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")
     if not result.ranked:
