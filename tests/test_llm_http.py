@@ -19,7 +19,6 @@ from neuralengine.textlm.http import (
     LlmSettings,
     continuation,
     movetext,
-    open_http_player,
     pgn_prompt,
     read_move,
 )
@@ -165,7 +164,7 @@ def test_temperature_samples_among_the_scored_moves():
 
 def test_auto_mode_switches_to_sampling_once_the_server_refuses_echo():
     board = board_after("e2e4", "e7e5")
-    with FakeLlm(echo_supported=False, samples=[" Nf3 Nc6 3. Bb5"]) as fake:
+    with FakeLlm(echo_supported=False, samples=[" Nf3 Nc6 3. Bb5", " Bb5 a6"]) as fake:
         llm = player(fake)
         first = llm.choose_move(board)
         second = llm.choose_move(board_after("e2e4", "e7e5", "g1f3", "b8c6"))
@@ -174,7 +173,7 @@ def test_auto_mode_switches_to_sampling_once_the_server_refuses_echo():
     posts = fake.posts("/v1/completions")
     assert [bool(p.get("echo")) for p in posts] == [True, False, False]  # no second scoring attempt
     assert posts[1]["prompt"] == TAGS + "\n\n1. e4 e5 2." and posts[1]["stop"] == ["\n"]
-    assert second.bestmove is not None and llm.stats.sampled == 2 and llm.stats.scored == 0
+    assert second.bestmove == chess.Move.from_uci("f1b5") and llm.stats.sampled == 2 and llm.stats.scored == 0
     assert "mode auto (sampling)" in llm.describe()
 
 
@@ -221,7 +220,7 @@ def test_fallback_engine_chooses_when_the_model_cannot():
     with FakeLlm(samples=[" resign"]) as fake:
         choice = player(fake, mode="sample", tries=2, fallback=stub).choose_move(board)
     assert choice.bestmove == chess.Move.from_uci("b1c3") and len(stub.asked) == 1
-    assert any("fallback model (stub.safetensors)" in note for note in choice.notes)
+    assert any("fallback model stub.safetensors" in note for note in choice.notes)
 
 
 def test_chat_mode_reads_the_move_out_of_a_sentence():
@@ -294,6 +293,8 @@ def test_http_errors_never_show_the_key(status, caplog, capsys):
     with FakeLlm(status=status) as fake:
         llm = player(fake, model="m", environ={"OPENAI_API_KEY": SECRET}, tries=2)
         choice = llm.choose_move(board)
+        with pytest.raises(LlmHttpError) as error:
+            llm.client.request("/completions", {"prompt": "x"})
     # The key did travel, in the header only, and the server quoted it back in its error.
     assert fake.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert choice.bestmove in board.legal_moves and llm.stats.fallbacks == 1
@@ -301,8 +302,6 @@ def test_http_errors_never_show_the_key(status, caplog, capsys):
     shown = " ".join(choice.notes) + llm.describe() + repr(llm.settings) + repr(llm.stats)
     captured = capsys.readouterr()
     assert SECRET not in shown + captured.out + captured.err + caplog.text
-    with pytest.raises(LlmHttpError) as error:
-        llm.client.request("/completions", {"prompt": "x"})
     assert SECRET not in str(error.value) and error.value.status == status
 
 
@@ -326,7 +325,7 @@ def test_engine_open_takes_a_url(monkeypatch):
         assert engine.mate_rule is False and "env-model" in engine.describe()
         assert engine.choose_move(chess.Board()).bestmove == chess.Move.from_uci("d2d4")
     with pytest.raises(TypeError):
-        open_http_player("http://127.0.0.1:9/v1", fallback=None, no_such_setting=1)
+        Engine.open("http://127.0.0.1:9/v1", no_such_setting=1)
 
 
 def test_analyse_ranks_the_moves_of_a_language_model(capsys, monkeypatch):
@@ -336,7 +335,7 @@ def test_analyse_ranks_the_moves_of_a_language_model(capsys, monkeypatch):
     with FakeLlm(favourites=[TAGS + "\n\n1. e4 e5 2. Nf3 "]) as fake:
         assert main(["--weights", fake.url, "--moves", "e2e4", "e7e5", "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert f"model     {fake.url}: llm_http, model fake-model, mode auto" in out
+    assert f"model     {fake.url}: llm_http, model the server's model, mode auto" in out
     assert "\n   1  g1f3   Nf3" in out and SECRET not in out
 
 

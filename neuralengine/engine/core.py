@@ -145,22 +145,29 @@ class Engine:
              warm_up: bool = True, **kwargs: object) -> "Engine":
         """Open a weights file with the named backend and measure its latency.
 
+        A model of another kind (a text model), or an ``http(s)://`` URL (a
+        language model behind an OpenAI-compatible endpoint), is opened by its
+        own player (:mod:`neuralengine.engine.players`), which has this
+        class's interface.
+
         Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
         with a message that names the problem.
         """
-        from neuralengine.textlm.http_client import is_http_url
+        from neuralengine.engine.players import player_for, player_for_spec
 
-        if is_http_url(str(weights_path)):  # a language model behind an OpenAI-compatible endpoint
-            from neuralengine.textlm.http import open_http_player
-
-            return open_http_player(str(weights_path), **kwargs)  # type: ignore[return-value]
+        spec_player = player_for_spec(weights_path)  # a URL: a language model behind an HTTP endpoint
+        if spec_player is not None:
+            return spec_player.open(str(weights_path), backend, threads, warm_up=warm_up, **kwargs)  # type: ignore[no-any-return]
         from neuralengine.backends import create_backend
         from neuralengine.deepmind import resolve_weights
         from neuralengine.weights import read_metadata
 
         # A released model's name or a DeepMind checkpoint folder becomes its converted file.
         weights_path = resolve_weights(weights_path)
-        read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        meta = read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        player = player_for(meta)
+        if player is not None:
+            return player.open(weights_path, backend, threads, warm_up=warm_up, **kwargs)  # type: ignore[no-any-return]
         engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
         if warm_up:
             engine.warm_up()

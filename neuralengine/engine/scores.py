@@ -87,7 +87,8 @@ class MoveChoice:
     ponder: chess.Move | None = None
     #: Temperature used to choose the move.
     temperature: float = 0.0
-    #: What the player has to say about this move (UCI prints each as an ``info string``).
+    #: What the user should be told about this choice (``info string`` lines), e.g. why
+    #: a text model handed the position to its fallback model.
     notes: list[str] = field(default_factory=list)
 
     @property

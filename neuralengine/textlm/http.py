@@ -43,7 +43,6 @@ import math
 import os
 import random
 import re
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -289,20 +288,6 @@ class LlmSettings:
                 f"mode={self.mode!r}, timeout={self.timeout!r}, tries={self.tries!r})")
 
 
-def open_fallback_engine() -> Any:
-    """The shipped action-value model as an engine, or ``None`` when it cannot be opened."""
-    try:
-        from neuralengine.engine import Engine
-        from neuralengine.paths import default_weights
-
-        path = default_weights()
-        if not os.path.isfile(path):
-            return None
-        return Engine.open(str(path), "auto", 1, warm_up=False)
-    except Exception:  # a missing or broken installation leaves the static fallback
-        return None
-
-
 class HttpLlmPlayer:
     """Chooses moves by asking a language model behind an OpenAI-compatible endpoint.
 
@@ -317,15 +302,15 @@ class HttpLlmPlayer:
     :param url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
     :param settings: model, key, mode, timeout, tries (empty model and key
         are taken from the environment).
-    :param fallback: an engine for the moves the model does not give
-        (default: the shipped model, opened on first need; ``None`` for
-        the static fallback only).
+    :param fallback: the engine that plays the moves the model does not
+        give (``None``: the static fallback move); :meth:`open` opens the
+        shipped model for it.
     :param environ: where the environment is read (default :data:`os.environ`).
     """
 
     kind = LLM_HTTP
 
-    def __init__(self, url: str, settings: LlmSettings | None = None, *, fallback: Any = "shipped",
+    def __init__(self, url: str, settings: LlmSettings | None = None, *, fallback: Any = None,
                  environ: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
                  tags: Sequence[tuple[str, str]] = DEFAULT_TAGS) -> None:
         self.environ = dict(os.environ) if environ is None else environ
@@ -333,8 +318,9 @@ class HttpLlmPlayer:
         self.client = CompletionsClient(url, timeout=self.settings.timeout)
         self.clock = clock
         self.tags = tuple(tags)
-        self._fallback = fallback
-        self._fallback_lock = threading.Lock()
+        self.fallback_engine = fallback
+        #: What reports ask for ``describe()`` and ``device`` (the backends' interface).
+        self.backend = self.client
         self.batch_size = 256
         self.temperature = 0.0
         self.temperature_moves = 0
@@ -350,6 +336,39 @@ class HttpLlmPlayer:
         #: Seconds of the last requests (the latest first), for :meth:`predicted_seconds`.
         self._latencies: list[float] = []
         self._apply_settings()
+
+    @classmethod
+    def open(cls, url: str, backend: str = "auto", threads: int = 1, warm_up: bool = True,
+             fallback_weights: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None,
+             settings: LlmSettings | None = None, seed: int | None = None,
+             **engine_settings: Any) -> "HttpLlmPlayer":
+        """The player of ``url``, with the fallback model (default: the shipped weights) opened with
+        ``backend`` and ``threads``.
+
+        Nothing is sent to the server yet: a server that is down costs the
+        moves it cannot give, not the load. ``engine_settings`` are the
+        engine's (``mate_rule=False``, ...); an unknown one raises
+        ``TypeError`` as :class:`~neuralengine.engine.Engine` would.
+        """
+        unknown = set(engine_settings) - set(ENGINE_SETTINGS)
+        if unknown:
+            raise TypeError(f"unexpected setting {sorted(unknown)[0]!r}")
+        from neuralengine.textlm.player import open_fallback
+
+        player = cls(url, settings, environ=environ,
+                     fallback=open_fallback(fallback_weights, backend, threads, warm_up))
+        for name, value in engine_settings.items():
+            setattr(player, name, value)
+        if seed is not None:
+            player.rng = random.Random(seed)
+        return player
+
+    @staticmethod
+    def fallback(board: chess.Board) -> chess.Move | None:
+        """A legal move without any model (the engine's static rule)."""
+        from neuralengine.engine.core import Engine
+
+        return Engine.fallback(board)
 
     # -- settings ----------------------------------------------------------------
 
@@ -595,7 +614,7 @@ class HttpLlmPlayer:
                          notes: list[str]) -> MoveChoice:
         """A legal move without the language model: the fallback engine's, else the static one."""
         self.stats.fallbacks += 1
-        engine = self._fallback_engine()
+        engine = self.fallback_engine
         choice = None
         if engine is not None:
             try:
@@ -606,17 +625,11 @@ class HttpLlmPlayer:
             choice = MoveChoice(static_fallback(board, moves))
             how = "the static fallback"
         else:
-            how = f"the fallback model ({engine.describe().split(':')[0]})"
+            how = f"the fallback model {engine.describe().split(':')[0]}"
         choice.fallback = None
         notes.append(f"{LLM_HTTP}: no move from the language model; playing {board.san(choice.bestmove)} "
                      f"chosen by {how}")
         return choice
-
-    def _fallback_engine(self) -> Any:
-        with self._fallback_lock:
-            if isinstance(self._fallback, str):
-                self._fallback = open_fallback_engine()
-            return self._fallback
 
 
 def _quote(text: str) -> str:
@@ -625,25 +638,8 @@ def _quote(text: str) -> str:
     return repr(text[:24] + ("..." if len(text) > 24 else ""))
 
 
-#: Engine settings :func:`open_http_player` takes as keywords, as :meth:`Engine.open` does.
-ENGINE_SETTINGS = ("batch_size", "temperature", "temperature_moves", "mate_rule", "convert_rule")
-
-
-def open_http_player(url: str, *, environ: dict[str, str] | None = None, settings: LlmSettings | None = None,
-                     fallback: Any = "shipped", seed: int | None = None, **engine_settings: Any) -> HttpLlmPlayer:
-    """The player for ``url``, its settings from the environment (the UCI options add theirs per search).
-
-    ``engine_settings`` are the engine's (``mate_rule=False``, ...); an
-    unknown one raises ``TypeError`` as :class:`~neuralengine.engine.Engine` would.
-    """
-    player = HttpLlmPlayer(url, settings, environ=environ, fallback=fallback)
-    for name, value in engine_settings.items():
-        if name not in ENGINE_SETTINGS:
-            raise TypeError(f"unexpected setting {name!r}")
-        setattr(player, name, value)
-    if seed is not None:
-        player.rng = random.Random(seed)
-    return player
+#: Engine settings :meth:`HttpLlmPlayer.open` takes as keywords, as :meth:`Engine.open` does.
+ENGINE_SETTINGS = ("batch_size", "temperature", "temperature_moves", "mate_rule", "convert_rule", "clock")
 
 
 def stats_dict(player: HttpLlmPlayer) -> dict[str, int]:

@@ -115,6 +115,8 @@ class CompletionsClient:
             raise ValueError(f"the URL {public_url(url)} names no host")
         self.api_key = api_key
         self.timeout = timeout
+        #: Where the model runs, for reports (the backends' ``device``).
+        self.device = "remote"
         #: Requests sent, and how many of them failed.
         self.requests = 0
         self.failures = 0
