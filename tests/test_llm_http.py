@@ -128,7 +128,8 @@ def test_scoring_sends_every_legal_move_in_one_request_and_plays_the_likeliest()
     # other knight moves share " N" and then go wrong.
     assert choice.ranked[0].win_prob > 0.99
     assert llm.stats.scored == 1 and llm.stats.sampled == llm.stats.fallbacks == 0
-    assert any("1 moves: 1 scored" in note for note in choice.notes)
+    assert choice.notes[-1] == ("llm_http stats: moves 1, scored 1, sampled 0, illegal answers 0, fallbacks 0, "
+                                "requests 2, failed requests 0")  # /v1/models, then the scoring request
 
 
 @pytest.mark.parametrize("wanted", ["e1g1", "e1c1"])
@@ -199,7 +200,7 @@ def test_no_legal_answer_falls_back_and_is_counted():
     assert len(fake.posts("/v1/completions")) == 6  # bounded: three tries a move
     assert llm.stats.fallbacks == 2 and llm.stats.illegal_answers == 6 and llm.stats.moves == 2
     assert any("static fallback" in note for note in first.notes)
-    assert "2 fallbacks" in second.notes[-1]
+    assert "illegal answers 6, fallbacks 2," in second.notes[-1]
 
 
 def test_fallback_engine_chooses_when_the_model_cannot():
@@ -375,8 +376,7 @@ def test_uci_plays_and_analyses_through_python_chess(engine_command, tmp_path, c
     sampled = fake.posts("/v1/completions")[-1]
     assert sampled["model"] == "from-gui" and "echo" not in sampled
     assert all(r["headers"].get("Authorization") == f"Bearer {SECRET}" for r in fake.requests)
-    assert "llm_http: 3 moves: 3 scored" in caplog.text or "llm_http: 3 moves" in caplog.text
-    assert "1 fallbacks" in caplog.text
+    assert "info string llm_http stats: moves 4, scored 3, sampled 0, illegal answers 4, fallbacks 1," in caplog.text
     assert SECRET not in caplog.text + log.read_text(errors="replace")
 
 
@@ -418,7 +418,7 @@ def test_a_server_that_is_down_still_gets_legal_moves_over_uci(engine_command):
     move = chess.Move.from_uci(lines[-1].split()[1])
     assert move in board_after("e2e4").legal_moves
     assert any("cannot reach" in line for line in lines)
-    assert any("1 fallbacks" in line for line in lines)
+    assert any("llm_http stats: moves 1," in line and "fallbacks 1," in line for line in lines)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -426,3 +426,52 @@ def test_cli_help_names_the_llm_flags():
     out = subprocess.run([sys.executable, "-m", "neuralengine", "uci", "--help"], capture_output=True, text=True,
                          env=engine_env(), timeout=60).stdout
     assert "--llm-url" in out and "--llm-mode" in out and "OPENAI_API_KEY" in out
+
+
+# -- match -------------------------------------------------------------------------
+
+
+def test_player_reports_are_summed_per_process():
+    from neuralengine.benchmarks.runner import EngineStats, Player, player_report
+
+    assert player_report("llm_http stats: moves 2, illegal answers 3, fallbacks 1") == {
+        "moves": 2, "illegal answers": 3, "fallbacks": 1}
+    assert player_report("loaded model.safetensors: action_value") is None
+    assert player_report("x stats: moves two") is None and player_report(None) is None
+    stats = EngineStats("ours")
+    player = Player(None, stats)  # type: ignore[arg-type]
+    for text in ("llm_http stats: moves 1, fallbacks 0", "llm_http stats: moves 2, fallbacks 1",
+                 "the model said 1-0", "llm_http stats: moves 3, fallbacks 1"):
+        player.note_report(text)
+    player.reported = {}  # a restarted process counts from zero again
+    player.note_report("llm_http stats: moves 1, fallbacks 1")
+    assert stats.player_counts == {"moves": 4, "fallbacks": 2}
+    assert stats.to_dict()["player_counts"] == {"moves": 4, "fallbacks": 2}
+    assert "player_counts" not in EngineStats("other").to_dict()
+
+
+@pytest.mark.slow
+def test_match_against_the_random_mover_counts_illegal_answers_and_fallbacks(tmp_path, capsys, monkeypatch):
+    from neuralengine.benchmarks import match
+
+    monkeypatch.setenv("NEURALENGINE_LLM_API_KEY", SECRET)
+    out = tmp_path / "out"
+    with FakeLlm(samples=[" 1-0"]) as fake:
+        code = match.main(["--tool", "builtin", "--weights", fake.url, "--random-mover", "--games", "2",
+                           "--tc", "20+0.5", "--max-moves", "6", "--engine-option", "LLMMode=sample",
+                           "--engine-option", "LLMTries=2", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = (out / "match.json").read_text()
+    import json
+
+    counts = json.loads(report)["engines"]["neuralengine"]["player_counts"]
+    moves = json.loads(report)["engines"]["neuralengine"]["moves"]
+    assert counts["moves"] == counts["fallbacks"] == moves > 0 and counts["illegal answers"] == 2 * moves
+    assert json.loads(report)["soak"]["illegal_moves"] == 0  # every fallback move was legal
+    printed = capsys.readouterr().out
+    assert f"neuralengine reports: moves {moves}, scored 0, sampled 0, illegal answers {2 * moves}" in printed
+    written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert SECRET not in written + printed
+    assert match.main(["--weights", fake.url, "--random-mover", "--engine-option", f"LLMApiKey={SECRET}",
+                       "--dry-run"]) == 2
+    assert SECRET not in capsys.readouterr().err

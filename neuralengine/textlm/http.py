@@ -29,8 +29,9 @@ server shows it cannot score (an HTTP error other than a timeout, overload
 or server fault, or an answer without the prompt's log-probabilities).
 
 :class:`LlmStats` counts what happened (moves scored, sampled, illegal
-answers, fallbacks); every move's notes carry a summary for the UCI
-``info string`` lines, and ``stats`` is there for reports.
+answers, fallbacks); the last note of every move is the running count,
+``llm_http stats: moves 12, scored 0, sampled 11, illegal answers 3,
+fallbacks 1, requests 15, failed requests 0``, which ``match`` adds up.
 
 The API key is read from the ``LLMApiKey`` option or the environment
 (``NEURALENGINE_LLM_API_KEY``, then ``OPENAI_API_KEY``) and goes nowhere
@@ -268,9 +269,8 @@ class LlmStats:
     failed_requests: int = 0
 
     def summary(self) -> str:
-        return (f"{self.moves} moves: {self.scored} scored, {self.sampled} sampled, "
-                f"{self.illegal_answers} illegal answers, {self.fallbacks} fallbacks, "
-                f"{self.failed_requests} of {self.requests} requests failed")
+        """``moves 3, scored 2, ...``: the counts as the ``stats:`` note gives them (``match`` reads it)."""
+        return ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in asdict(self).items())
 
 
 @dataclass
@@ -477,7 +477,7 @@ class HttpLlmPlayer:
             choice = self._fallback_choice(board, moves, control, notes)
         self.stats.moves += 1
         self._count_requests()
-        notes.append(f"{LLM_HTTP}: {self.stats.summary()}")
+        notes.append(f"{LLM_HTTP} stats: {self.stats.summary()}")
         choice.notes = notes
         choice.time_s = self.clock() - start
         return choice
