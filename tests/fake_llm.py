@@ -9,7 +9,9 @@ and records every request. Its "model":
   a prefix of one of ``favourites``, else ``BAD``. A token's log-probability
   is the sum over its characters; the first token of a text has none (as
   vLLM's echo). The choices come back in reverse order, each with its index.
-  Without echo support an ``echo`` request gets HTTP 400.
+  Without echo support an ``echo`` request gets HTTP 400, as does one with
+  ``max_tokens`` below ``min_tokens``; a request for a new token gets one
+  more token after the text (which the player must not count).
 * **Sampling**: the completions (or chat answers) are the ``samples`` in
   turn, the last one repeated.
 * Faults: ``status`` answers every request with that HTTP status (the body
@@ -42,7 +44,7 @@ class FakeLlm:
 
     def __init__(self, *, echo_supported: bool = True, favourites: Sequence[str] = (),
                  samples: Sequence[str] = (" e4",), status: int | None = None, garbage: bool = False,
-                 hang: bool = False, models: Sequence[str] = ("fake-model",)) -> None:
+                 hang: bool = False, models: Sequence[str] = ("fake-model",), min_tokens: int = 0) -> None:
         self.echo_supported = echo_supported
         self.favourites = list(favourites)
         self.samples = list(samples)
@@ -50,6 +52,7 @@ class FakeLlm:
         self.garbage = garbage
         self.hang = hang
         self.models = list(models)
+        self.min_tokens = min_tokens
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
         self._sampled = 0
@@ -145,8 +148,18 @@ class FakeLlm:
                     body = json.dumps({"error": {"message": "echo is not supported", "code": 400}})
                     self._reply(handler, 400, body.encode())
                     return
+                if parsed.get("max_tokens", 16) < self.min_tokens:
+                    body = json.dumps({"error": {"message": f"max_tokens must be at least {self.min_tokens}"}})
+                    self._reply(handler, 400, body.encode())
+                    return
                 prompts = parsed["prompt"] if isinstance(parsed["prompt"], list) else [parsed["prompt"]]
                 choices = [self.echo_choice(i, p) for i, p in enumerate(prompts)][::-1]
+                for choice in choices[:] if parsed.get("max_tokens") else []:  # one generated token, well liked
+                    logprobs = choice["logprobs"]
+                    logprobs["text_offset"].append(len(choice["text"]))
+                    logprobs["tokens"].append(" Nc3")
+                    logprobs["token_logprobs"].append(-0.01)
+                    choice["text"] += " Nc3"
             else:
                 choices = [{"index": 0, "text": self.next_sample(), "finish_reason": "stop", "logprobs": None}]
             self._reply(handler, 200, json.dumps({"object": "text_completion", "choices": choices}).encode())

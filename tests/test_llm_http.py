@@ -132,6 +132,26 @@ def test_scoring_sends_every_legal_move_in_one_request_and_plays_the_likeliest()
                                 "requests 2, failed requests 0")  # /v1/models, then the scoring request
 
 
+def test_a_server_that_wants_a_new_token_still_scores_and_the_token_is_not_counted():
+    board = board_after("e2e4", "e7e5")
+    with FakeLlm(favourites=[TAGS + "\n\n1. e4 e5 2. Nf3 "], min_tokens=1) as fake:
+        llm = player(fake, model="m")
+        first, second = llm.choose_move(board), llm.choose_move(board)
+    assert board.san(first.bestmove) == board.san(second.bestmove) == "Nf3"
+    assert [p["max_tokens"] for p in fake.posts("/v1/completions")] == [0, 1, 1]  # learnt once
+    assert first.ranked[0].win_prob == pytest.approx(second.ranked[0].win_prob) and llm.can_score
+
+
+def test_a_server_without_a_model_list_gets_requests_without_a_name():
+    with FakeLlm(samples=[" e4"]) as fake:
+        fake.models = []
+        llm = player(fake, mode="sample")
+        llm.choose_move(chess.Board())
+        llm.choose_move(chess.Board())
+    assert "model" not in fake.posts("/v1/completions")[0]
+    assert [r["path"] for r in fake.requests].count("/v1/models") == 1
+
+
 @pytest.mark.parametrize("wanted", ["e1g1", "e1c1"])
 def test_scoring_tells_short_from_long_castling(wanted):
     board = board_after(fen="r3k2r/pppppppp/8/8/8/8/PPPPPPPP/R3K2R w KQkq - 0 1")
@@ -172,8 +192,10 @@ def test_auto_mode_switches_to_sampling_once_the_server_refuses_echo():
     assert board.san(first.bestmove) == "Nf3"
     assert any("sampling from now on" in note and "echo is not supported" in note for note in first.notes)
     posts = fake.posts("/v1/completions")
-    assert [bool(p.get("echo")) for p in posts] == [True, False, False]  # no second scoring attempt
-    assert posts[1]["prompt"] == TAGS + "\n\n1. e4 e5 2." and posts[1]["stop"] == ["\n"]
+    # Scoring is tried with max_tokens 0, then 1 (a 400 may be about that), and never again.
+    assert [(bool(p.get("echo")), p["max_tokens"]) for p in posts][:2] == [(True, 0), (True, 1)]
+    assert [bool(p.get("echo")) for p in posts[2:]] == [False, False]
+    assert posts[2]["prompt"] == TAGS + "\n\n1. e4 e5 2." and posts[2]["stop"] == ["\n"]
     assert second.bestmove == chess.Move.from_uci("f1b5") and llm.stats.sampled == 2 and llm.stats.scored == 0
     assert "mode auto (sampling)" in llm.describe()
 

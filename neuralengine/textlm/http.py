@@ -331,6 +331,8 @@ class HttpLlmPlayer:
         #: ``False`` once the server has shown it cannot score (mode ``auto``), and why.
         self.can_score: bool | None = None
         self.no_scoring_reason = ""
+        #: ``max_tokens`` of a scoring request: 0, or 1 for a server that refuses 0.
+        self._echo_tokens = 0
         #: The model name asked of ``/models`` when none is set, once found.
         self._listed_model: str | None = None
         #: Seconds of the last requests (the latest first), for :meth:`predicted_seconds`.
@@ -400,8 +402,10 @@ class HttpLlmPlayer:
             try:
                 names = self.client.model_names(timeout)
                 self._listed_model = names[0] if names else ""
-            except LlmHttpError:
-                return ""  # asked again on the next request; servers such as llama.cpp's need no name
+            except LlmHttpError as exc:
+                if exc.kind == "transport" or exc.status in TRANSIENT_STATUSES:
+                    return ""  # asked again on the next request
+                self._listed_model = ""  # no list here: requests go without a name (llama.cpp needs none)
             finally:
                 self._count_requests()
         return self._listed_model
@@ -522,13 +526,21 @@ class HttpLlmPlayer:
         """
         prompt = pgn_prompt(board, self.tags)
         texts = [prompt + continuation(board, move) for move in moves]
-        payload: dict[str, Any] = {"prompt": texts, "max_tokens": 0, "echo": True, "logprobs": 1,
+        payload: dict[str, Any] = {"prompt": texts, "max_tokens": self._echo_tokens, "echo": True, "logprobs": 1,
                                    "temperature": 0.0}
         name = self.model_name(self._time_left(control))
         if name:
             payload["model"] = name
         try:
-            answer = self._post("/completions", payload, control)
+            try:
+                answer = self._post("/completions", payload, control)
+            except LlmHttpError as exc:
+                if exc.kind != "status" or exc.status not in (400, 422) or self._echo_tokens:
+                    raise
+                # Some servers want at least one new token; it comes after the prompt and is not counted.
+                payload["max_tokens"] = 1
+                answer = self._post("/completions", payload, control)
+                self._echo_tokens = 1
         except LlmHttpError as exc:
             if exc.kind == "garbage" or (exc.kind == "status" and exc.status not in TRANSIENT_STATUSES):
                 raise ScoringUnsupported(str(exc)) from None
