@@ -55,6 +55,8 @@ class FakeLlm:
         self.min_tokens = min_tokens
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
+        #: Set when a request has arrived (and been recorded).
+        self.received = threading.Event()
         self._sampled = 0
         self._lock = threading.Lock()
         fake = self
@@ -127,6 +129,7 @@ class FakeLlm:
             parsed = None
         with self._lock:
             self.requests.append({"path": handler.path, "headers": dict(handler.headers), "json": parsed})
+        self.received.set()
         if self.hang:
             self.release.wait()
             return

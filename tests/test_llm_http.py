@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import chess
 import chess.engine
@@ -289,6 +290,23 @@ def test_the_deadline_bounds_the_request():
     assert any("within 0.3 s" in note for note in choice.notes)
 
 
+def test_stop_ends_the_wait_for_the_server_at_once():
+    board = board_after("e2e4", "e7e5")
+    with FakeLlm(hang=True) as fake:
+        llm = player(fake, model="m", timeout=600, mode="sample")
+        control = SearchControl()  # no deadline: go infinite
+        answer: list[MoveChoice] = []
+        searching = threading.Thread(target=lambda: answer.append(llm.choose_move(board, control=control)))
+        searching.start()
+        assert fake.received.wait(30)
+        control.stop.set()
+        searching.join(60)
+        assert not searching.is_alive()  # the 600 s timeout did not hold the move
+    (choice,) = answer
+    assert choice.bestmove in board.legal_moves and llm.stats.fallbacks == 1
+    assert any("stopped while waiting for the server" in note for note in choice.notes)
+
+
 def test_garbage_answers_switch_auto_to_sampling_then_fall_back():
     board = board_after("e2e4", "e7e5")
     with FakeLlm(garbage=True) as fake:
@@ -392,13 +410,20 @@ def test_uci_plays_and_analyses_through_python_chess(engine_command, tmp_path, c
             engine.configure({"LLMMode": "sample", "LLMModel": "from-gui"})
             result = engine.play(board, chess.engine.Limit(time=5))  # the fake's sample is " e4": illegal here
             assert result.move in board.legal_moves
+            fen = "r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 3 17"
+            started = chess.Board(fen)
+            started.push_uci("e8g8")
+            engine.play(started, chess.engine.Limit(time=5))  # position fen ... moves e8g8
         finally:
             engine.quit()
     assert played == ["e4", "Nf3"]
-    sampled = fake.posts("/v1/completions")[-1]
-    assert sampled["model"] == "from-gui" and "echo" not in sampled
+    assert fake.posts("/v1/completions")[-1]["prompt"].endswith(
+        f'[SetUp "1"]\n[FEN "r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 3 17"]\n\n17... O-O 18.')
+    sampled = [p for p in fake.posts("/v1/completions") if "echo" not in p]
+    assert sampled[0]["model"] == "from-gui" and sampled[0]["prompt"] == TAGS + "\n\n1. e4 e5 2. Nf3 Nc6 3."
     assert all(r["headers"].get("Authorization") == f"Bearer {SECRET}" for r in fake.requests)
     assert "info string llm_http stats: moves 4, scored 3, sampled 0, illegal answers 4, fallbacks 1," in caplog.text
+    assert "info string llm_http stats: moves 5, scored 3, sampled 0, illegal answers 8, fallbacks 2," in caplog.text
     assert SECRET not in caplog.text + log.read_text(errors="replace")
 
 

@@ -44,6 +44,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -79,6 +80,10 @@ SAMPLE_TOKENS = 10
 
 #: Seconds kept back from the deadline for choosing the fallback move and answering.
 ANSWER_RESERVE = 0.05
+
+#: Longest pause between two looks at the stop flag while a request runs (the wait ends as soon as
+#: the answer comes).
+STOP_POLL_SECONDS = 0.02
 
 #: HTTP statuses that say nothing about what the server supports: try again on a later move.
 TRANSIENT_STATUSES = (408, 409, 425, 429, 500, 502, 503, 504)
@@ -433,15 +438,38 @@ class HttpLlmPlayer:
         return None if remaining is None else remaining - ANSWER_RESERVE
 
     def _post(self, path: str, payload: dict[str, Any], control: SearchControl) -> Any:
+        """One request within the move's time; ``stop`` ends the wait at once.
+
+        The request runs on its own thread, so that ``stop`` (a GUI's stop
+        button, the end of ``go infinite``) is answered without waiting for
+        the server; an abandoned request ends by its own timeout.
+        """
         limit = self._time_left(control)
         if control.stop.is_set():
-            raise LlmHttpError("stopped", "transport")
+            raise LlmHttpError("stopped before the request", "transport")
         start = self.clock()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def send() -> None:
+            try:
+                outcome["answer"] = self.client.request(path, payload, limit)
+            except LlmHttpError as exc:
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=send, name="neuralengine-llm-request", daemon=True).start()
         try:
-            return self.client.request(path, payload, limit)
+            while not done.wait(STOP_POLL_SECONDS):
+                if control.stop.is_set():
+                    raise LlmHttpError("stopped while waiting for the server", "transport")
         finally:
             self._latencies = ([self.clock() - start] + self._latencies)[:9]
             self._count_requests()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["answer"]
 
     def _count_requests(self) -> None:
         self.stats.requests = self.client.requests
