@@ -522,3 +522,12 @@ def test_match_against_the_random_mover_counts_illegal_answers_and_fallbacks(tmp
     assert match.main(["--weights", fake.url, "--random-mover", "--engine-option", f"LLMApiKey={SECRET}",
                        "--dry-run"]) == 2
     assert SECRET not in capsys.readouterr().err
+
+
+def test_lichess_check_wants_the_key_in_the_environment():
+    from neuralengine.lichess import uci_option_problems
+
+    problems = uci_option_problems({"WeightsFile": "http://127.0.0.1:8000/v1", "LLMModel": "m",
+                                    "LLMMode": "sample", "LLMApiKey": SECRET})
+    assert len(problems) == 1 and problems[0].startswith("engine.uci_options.LLMApiKey: lichess-bot logs")
+    assert SECRET not in problems[0]
