@@ -307,3 +307,100 @@ def test_uci_plays_the_game_and_says_when_it_has_no_transcript(engine_command: l
         assert analysis.wait().move in long_game.legal_moves
     finally:
         engine.quit()
+
+
+# --------------------------------------------------------------------------
+# analyse, bench, puzzles, match
+# --------------------------------------------------------------------------
+
+PUZZLES_WITH_GAMES = Path(__file__).resolve().parent / "data" / "puzzles_with_games.csv"
+
+
+def test_analyse_ranks_the_moves_of_a_game(text_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from neuralengine.analyse import main
+
+    assert main(["--weights", str(text_weights), "--moves", "e2e4", "e7e5", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "pgn_lm" in out and "policy %" in out and len([l for l in out.splitlines() if l[:4].strip().isdigit()]) == 3
+    assert main(["--weights", str(text_weights), "--fen", "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"]) == 0
+    assert "no transcript" in capsys.readouterr().out
+
+
+def test_bench_plays_the_text_models_own_game(text_weights: Path) -> None:
+    from neuralengine.benchmarks.speed import bench_backend
+    from neuralengine.benchmarks.suite import load_suite
+
+    result = bench_backend(text_weights, "onnx", load_suite()[:12], passes=1)
+    assert len(result.times) == 12 and all(n >= 1 for n in result.nodes)
+    assert result.model["kind"] == "pgn_lm" and result.groups[0] == "plies 0-19"
+    assert result.to_dict()["positions_per_s"] > 0
+
+
+def test_puzzles_give_the_game_and_skip_those_without(text_weights: Path, engine_command: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import shlex
+
+    from neuralengine.benchmarks import puzzles as pz
+
+    puzzles, skipped = pz.read_puzzles(PUZZLES_WITH_GAMES)
+    assert not skipped and [len(p.game) for p in puzzles] == [2, 5, 5, 0]
+    seen: list[chess.Board] = []
+
+    def source(board: chess.Board) -> chess.Move:
+        seen.append(board.copy())
+        return chess.Move.from_uci(puzzles[1].moves[1])
+
+    assert pz.solve(puzzles[1], source).solved
+    assert transcript(seen[0]) == ";1.e4 e5 2.Bc4 Nc6 3.Qh5 Nf6"
+    out = tmp_path / "out"
+    code = pz.main([str(PUZZLES_WITH_GAMES), "--weights", str(text_weights), "--engine", shlex.join(engine_command),
+                    "--movetime", "2", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "1 puzzles skipped: a text model (pgn_lm) reads the game" in capsys.readouterr().err
+    report = json.loads((out / "puzzles.json").read_text())
+    assert report["skipped_without_game"] == 1
+    assert report["accuracy"]["overall"]["puzzles"] == 3
+    assert report["accuracy"]["overall"]["solved"] == 3  # mates in one: the mate rule plays them
+
+
+def test_a_puzzle_whose_game_does_not_reach_its_fen_is_skipped(tmp_path: Path) -> None:
+    from neuralengine.benchmarks import puzzles as pz
+
+    lines = PUZZLES_WITH_GAMES.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], lines[1].replace("f2f3 e7e5", "f2f3 e7e6"),
+                              lines[2].replace("3. Qh5", "3. Qz9")]) + "\n")
+    puzzles, skipped = pz.read_puzzles(bad)
+    assert not puzzles
+    assert "not to the puzzle's FEN" in skipped[0] and "'Qz9' is not legal" in skipped[1]
+
+
+def test_the_built_in_openings_as_games_reach_the_same_positions() -> None:
+    from neuralengine.benchmarks.openings import BUILTIN_OPENINGS, BUILTIN_PGN_OPENINGS, load_openings
+
+    positions = load_openings(BUILTIN_OPENINGS)
+    games = load_openings(BUILTIN_PGN_OPENINGS)
+    assert len(games) == len(positions) == 100
+    for game, position in zip(games, positions):
+        assert game.fen == chess.STARTING_FEN and game.name == position.name
+        assert game.board().epd() == chess.Board(position.fen).epd()
+        transcript(game.board())  # each has a transcript
+
+
+@pytest.mark.slow
+def test_match_plays_the_text_model_from_the_initial_position(text_weights: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from neuralengine.benchmarks import match
+
+    out = tmp_path / "match"
+    code = match.main(["--weights", str(text_weights), "--random-mover", "--games", "2", "--tc", "20+0.2",
+                       "--tool", "builtin", "--max-moves", "30", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "played from the initial position (openings.pgn)" in capsys.readouterr().err
+    report = json.loads((out / "match.json").read_text())
+    assert report["settings"]["openings"] == "openings.pgn"
+    games = (out / "games.pgn").read_text()
+    assert games.count("[Result") == 2 and "[FEN" not in games  # the games start from the initial position
