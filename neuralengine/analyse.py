@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("game over: " + ("checkmate" if board.is_checkmate() else "stalemate") + "; no legal moves")
         return 0
     # A policy (behavioural cloning) or a text model's move probabilities are not win probabilities.
-    label = "policy %" if engine.kind in ("behavioral_cloning", "pgn_lm") else "win %"
+    label = "policy %" if engine.kind in ("behavioral_cloning", "pgn_lm", "llm_http") else "win %"
     for note in result.notes:
         print(f"note      {note}")
     if result.fallback:

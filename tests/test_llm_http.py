@@ -497,7 +497,6 @@ def test_player_reports_are_summed_per_process():
     assert "player_counts" not in EngineStats("other").to_dict()
 
 
-@pytest.mark.slow
 def test_match_against_the_random_mover_counts_illegal_answers_and_fallbacks(tmp_path, capsys, monkeypatch):
     from neuralengine.benchmarks import match
 
@@ -515,7 +514,10 @@ def test_match_against_the_random_mover_counts_illegal_answers_and_fallbacks(tmp
     moves = json.loads(report)["engines"]["neuralengine"]["moves"]
     assert counts["moves"] == counts["fallbacks"] == moves > 0 and counts["illegal answers"] == 2 * moves
     assert json.loads(report)["soak"]["illegal_moves"] == 0  # every fallback move was legal
-    printed = capsys.readouterr().out
+    assert json.loads(report)["record"]["model"] == {"endpoint": fake.url}
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "a text model reads the game: the built-in openings are played from the initial position" in captured.err
     assert f"neuralengine reports: moves {moves}, scored 0, sampled 0, illegal answers {2 * moves}" in printed
     written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
     assert SECRET not in written + printed
@@ -531,3 +533,23 @@ def test_lichess_check_wants_the_key_in_the_environment():
                                     "LLMMode": "sample", "LLMApiKey": SECRET})
     assert len(problems) == 1 and problems[0].startswith("engine.uci_options.LLMApiKey: lichess-bot logs")
     assert SECRET not in problems[0]
+
+
+def test_puzzles_with_a_language_model_need_the_game(engine_command, tmp_path, capsys):
+    import json
+    import shlex
+    from pathlib import Path
+
+    from neuralengine.benchmarks import puzzles as pz
+
+    csv = Path(__file__).resolve().parent / "data" / "puzzles_with_games.csv"
+    out = tmp_path / "out"
+    with FakeLlm(samples=[" e4"]) as fake:
+        code = pz.main([str(csv), "--weights", fake.url, "--engine", shlex.join(engine_command), "--movetime", "2",
+                        "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "1 puzzles skipped" in capsys.readouterr().err
+    report = json.loads((out / "puzzles.json").read_text())
+    assert report["skipped_without_game"] == 1 and report["accuracy"]["overall"]["puzzles"] == 3
+    assert report["accuracy"]["overall"]["solved"] == 3  # mates in one: the mate rule plays them, no request
+    assert fake.posts("/v1/completions") == []

@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_losses": time_losses(games, [ours.name] + [o.name for o in opponents]),
         "engines": engine_stats,
         "pgn": settings.pgn_out.name if settings.pgn_out else None,
-        "record": _record(args.weights),
+        "record": run_record(args.weights if args.weights else None),
     }
     (out / "match.json").write_text(json.dumps(elo_maths.jsonable(report), indent=2) + "\n", encoding="utf-8")
     plot = plot_elo(rows, ours.name, f"{ours.name}, tc {settings.tc}, {len(games)} games", out / "elo.png")
@@ -671,17 +671,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"match: {tool} exited with code {exit_code}; see {out / (tool + '.log')}", file=err)
         return 1
     return 0
-
-
-def _record(weights: str | None) -> dict[str, Any]:
-    """The run record; a language model's URL is recorded without its user, password or query."""
-    from neuralengine.engine.players import player_for_spec
-
-    if weights and player_for_spec(weights) is not None:
-        from neuralengine.textlm.http_client import public_url
-
-        return run_record(None, llm_endpoint=public_url(weights))
-    return run_record(weights if weights else None)
 
 
 def _run_builtin(ours: EngineSpec, opponents: list[EngineSpec], s: MatchSettings,
