@@ -11,7 +11,9 @@ and records every request. Its "model":
   vLLM's echo). The choices come back in reverse order, each with its index.
   Without echo support an ``echo`` request gets HTTP 400, as does one with
   ``max_tokens`` below ``min_tokens``; a request for a new token gets one
-  more token after the text (which the player must not count).
+  more token after the text (which the player must not count). With
+  ``generated_logprobs_only`` an echo request is answered with the new
+  token's log-probability alone, as some servers do.
 * **Sampling**: the completions (or chat answers) are the ``samples`` in
   turn, the last one repeated.
 * Faults: ``status`` answers every request with that HTTP status (the body
@@ -44,7 +46,8 @@ class FakeLlm:
 
     def __init__(self, *, echo_supported: bool = True, favourites: Sequence[str] = (),
                  samples: Sequence[str] = (" e4",), status: int | None = None, garbage: bool = False,
-                 hang: bool = False, models: Sequence[str] = ("fake-model",), min_tokens: int = 0) -> None:
+                 hang: bool = False, models: Sequence[str] = ("fake-model",), min_tokens: int = 0,
+                 generated_logprobs_only: bool = False) -> None:
         self.echo_supported = echo_supported
         self.favourites = list(favourites)
         self.samples = list(samples)
@@ -53,6 +56,7 @@ class FakeLlm:
         self.hang = hang
         self.models = list(models)
         self.min_tokens = min_tokens
+        self.generated_logprobs_only = generated_logprobs_only
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
         #: Set when a request has arrived (and been recorded).
@@ -156,9 +160,17 @@ class FakeLlm:
                     self._reply(handler, 400, body.encode())
                     return
                 prompts = parsed["prompt"] if isinstance(parsed["prompt"], list) else [parsed["prompt"]]
+                if self.generated_logprobs_only:  # echo accepted, but only the new token's log-probability
+                    choices = [{"index": i, "text": " Nc3", "logprobs": {"tokens": [" Nc3"], "token_logprobs": [-0.5],
+                                                                         "top_logprobs": None}}
+                               for i in range(len(prompts))]
+                    self._reply(handler, 200, json.dumps({"choices": choices}).encode())
+                    return
                 choices = [self.echo_choice(i, p) for i, p in enumerate(prompts)][::-1]
-                for choice in choices[:] if parsed.get("max_tokens") else []:  # one generated token, well liked
-                    logprobs = choice["logprobs"]
+                for choice in choices if parsed.get("max_tokens") else []:  # one generated token, well liked
+                    logprobs = choice.get("logprobs")
+                    if not isinstance(logprobs, dict):
+                        continue
                     logprobs["text_offset"].append(len(choice["text"]))
                     logprobs["tokens"].append(" Nc3")
                     logprobs["token_logprobs"].append(-0.01)

@@ -118,8 +118,11 @@ def test_scoring_sends_every_legal_move_in_one_request_and_plays_the_likeliest()
     with FakeLlm(favourites=[TAGS + "\n\n1. e4 e5 2. Nf3 "]) as fake:
         llm = player(fake)
         choice = llm.choose_move(board)
+        probe, post = fake.posts("/v1/completions")
+        assert len(llm.choose_move(board_after("e2e4", "e7e5", "g1f3", "b8c6")).ranked) > 0
+    assert len(fake.posts("/v1/completions")) == 3  # auto mode asks once whether the server echoes
     assert board.san(choice.bestmove) == "Nf3"
-    (post,) = fake.posts("/v1/completions")
+    assert probe["echo"] is True and probe["max_tokens"] == 1 and probe["prompt"] == TAGS + "\n\n1. e4 e5 2."
     assert post["echo"] is True and post["max_tokens"] == 0 and post["logprobs"] >= 1
     assert post["model"] == "fake-model"  # the first model /v1/models lists
     assert sorted(post["prompt"]) == sorted(TAGS + "\n\n1. e4 e5 2." + continuation(board, m)
@@ -128,9 +131,9 @@ def test_scoring_sends_every_legal_move_in_one_request_and_plays_the_likeliest()
     # Sums of the fake's per-character log-probabilities: " Nf3 " is five good characters; the
     # other knight moves share " N" and then go wrong.
     assert choice.ranked[0].win_prob > 0.99
-    assert llm.stats.scored == 1 and llm.stats.sampled == llm.stats.fallbacks == 0
+    assert llm.stats.scored == 2 and llm.stats.sampled == llm.stats.fallbacks == 0
     assert choice.notes[-1] == ("llm_http stats: moves 1, scored 1, sampled 0, illegal answers 0, fallbacks 0, "
-                                "requests 2, failed requests 0")  # /v1/models, then the scoring request
+                                "requests 3, failed requests 0")  # /v1/models, the probe, the scoring request
 
 
 def test_a_server_that_wants_a_new_token_still_scores_and_the_token_is_not_counted():
@@ -139,7 +142,7 @@ def test_a_server_that_wants_a_new_token_still_scores_and_the_token_is_not_count
         llm = player(fake, model="m")
         first, second = llm.choose_move(board), llm.choose_move(board)
     assert board.san(first.bestmove) == board.san(second.bestmove) == "Nf3"
-    assert [p["max_tokens"] for p in fake.posts("/v1/completions")] == [0, 1, 1]  # learnt once
+    assert [p["max_tokens"] for p in fake.posts("/v1/completions")] == [1, 0, 1, 1]  # probe; then learnt once
     assert first.ranked[0].win_prob == pytest.approx(second.ranked[0].win_prob) and llm.can_score
 
 
@@ -193,10 +196,9 @@ def test_auto_mode_switches_to_sampling_once_the_server_refuses_echo():
     assert board.san(first.bestmove) == "Nf3"
     assert any("sampling from now on" in note and "echo is not supported" in note for note in first.notes)
     posts = fake.posts("/v1/completions")
-    # Scoring is tried with max_tokens 0, then 1 (a 400 may be about that), and never again.
-    assert [(bool(p.get("echo")), p["max_tokens"]) for p in posts][:2] == [(True, 0), (True, 1)]
-    assert [bool(p.get("echo")) for p in posts[2:]] == [False, False]
-    assert posts[2]["prompt"] == TAGS + "\n\n1. e4 e5 2." and posts[2]["stop"] == ["\n"]
+    # One echo request (the probe), refused; never again.
+    assert [bool(p.get("echo")) for p in posts] == [True, False, False]
+    assert posts[1]["prompt"] == TAGS + "\n\n1. e4 e5 2." and posts[1]["stop"] == ["\n"]
     assert second.bestmove == chess.Move.from_uci("f1b5") and llm.stats.sampled == 2 and llm.stats.scored == 0
     assert "mode auto (sampling)" in llm.describe()
 
@@ -315,6 +317,20 @@ def test_garbage_answers_switch_auto_to_sampling_then_fall_back():
     assert choice.bestmove in board.legal_moves
     assert llm.can_score is False and llm.stats.fallbacks == 1
     assert any("is not JSON" in note for note in choice.notes)
+
+
+def test_a_server_that_echoes_only_the_new_tokens_logprob_is_sampled():
+    board = board_after("e2e4", "e7e5")
+    with FakeLlm(generated_logprobs_only=True, samples=[" Nf3"]) as fake:
+        llm = player(fake, model="m")
+        choice = llm.choose_move(board)
+    assert board.san(choice.bestmove) == "Nf3" and llm.can_score is False and llm.stats.sampled == 1
+    assert [p["max_tokens"] for p in fake.posts("/v1/completions")] == [1, 10]  # never the batch, never 0
+    assert any("no log-probabilities of the prompt" in note for note in choice.notes)
+    with FakeLlm(generated_logprobs_only=True) as fake:  # told to score: the answer is refused, not trusted
+        forced = player(fake, model="m", mode="score")
+        choice = forced.choose_move(board)
+    assert forced.stats.fallbacks == 1 and any("do not spell the prompt" in note for note in choice.notes)
 
 
 def test_malformed_echo_fields_are_unsupported_scoring():

@@ -24,9 +24,11 @@ is the form gpt-3.5-turbo-instruct was measured with.
   shipped action-value model's choice when it is installed, else the
   engine's static fallback.
 
-Mode ``auto`` tries scoring and switches to sampling for good when the
-server shows it cannot score (an HTTP error other than a timeout, overload
-or server fault, or an answer without the prompt's log-probabilities).
+Mode ``auto`` first asks once whether the server echoes a prompt's
+log-probabilities (one prompt, one new token), and switches to sampling for
+good when the server shows it cannot score (an HTTP error other than a
+timeout, overload or server fault, or an answer without the prompt's
+log-probabilities).
 
 :class:`LlmStats` counts what happened (moves scored, sampled, illegal
 answers, fallbacks); the last note of every move is the running count,
@@ -229,9 +231,9 @@ def continuation_logprob(choice: Any, prompt: str, start: int) -> float:
         for token in tokens:
             offsets.append(at)
             at += len(str(token))
-    total, counted = 0.0, 0
+    total, counted, first, spelt = 0.0, 0, None, []
     for token, value, offset in zip(tokens, values, offsets):
-        if not isinstance(offset, int):
+        if not isinstance(offset, int) or isinstance(offset, bool):
             raise ScoringUnsupported("a token offset is not a number")
         end = offset + len(str(token))
         if end <= start or offset >= len(prompt):
@@ -240,9 +242,26 @@ def continuation_logprob(choice: Any, prompt: str, start: int) -> float:
             raise ScoringUnsupported("a move token has no log-probability (was the prompt echoed?)")
         total += float(value)
         counted += 1
-    if not counted:
-        raise ScoringUnsupported("the echoed tokens do not cover the move's text")
+        first = offset if first is None else first
+        spelt.append(str(token))
+    # The tokens counted must spell the end of the prompt: a server that answers with the log-probabilities of
+    # generated tokens only (and offsets that do not fit) would otherwise score every move alike.
+    if not counted or first is None or prompt[first:] != "".join(spelt):
+        raise ScoringUnsupported("the echoed tokens do not spell the prompt")
     return total
+
+
+def echoes_prompt(choice: Any, prompt: str) -> bool:
+    """Whether one answer to ``prompt`` holds the log-probability of every prompt token after the first."""
+    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+    tokens = logprobs.get("tokens") if isinstance(logprobs, dict) else None
+    if not isinstance(tokens, list) or len(tokens) < 2:
+        return False
+    try:
+        continuation_logprob(choice, prompt, len(str(tokens[0])))
+    except ScoringUnsupported:
+        return False
+    return True
 
 
 def probabilities(logprobs: Sequence[float]) -> list[float]:
@@ -530,6 +549,8 @@ class HttpLlmPlayer:
         mode = self.settings.mode
         if mode in ("score", "auto") and self.can_score is not False:
             try:
+                if mode == "auto" and self.can_score is None:
+                    self._probe(board, control)
                 choice = self._scored_choice(board, moves, control)
                 self.can_score = True
                 self.stats.scored += 1
@@ -544,6 +565,30 @@ class HttpLlmPlayer:
                 notes.append(f"{LLM_HTTP}: scoring request failed: {exc}")
                 return None
         return self._sampled_choice(board, moves, control, notes, chat=mode == "chat")
+
+    def _probe(self, board: chess.Board, control: SearchControl) -> None:
+        """Mode ``auto``, before the first scoring: does the server echo the prompt's log-probabilities?
+
+        One prompt (this position's) with ``echo``, ``logprobs`` and ``max_tokens`` 1, which every
+        server can answer quickly. Some servers read ``max_tokens`` 0 as "no limit"; and some answer
+        ``echo`` with the generated token's log-probability alone. Neither is sent the batch.
+        Raises :class:`ScoringUnsupported`, or :class:`LlmHttpError` when the server could not answer.
+        """
+        prompt = pgn_prompt(board, self.tags)
+        payload: dict[str, Any] = {"prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": 1,
+                                   "temperature": 0.0}
+        name = self.model_name(self._time_left(control))
+        if name:
+            payload["model"] = name
+        try:
+            answer = self._post("/completions", payload, control)
+        except LlmHttpError as exc:
+            if exc.kind == "garbage" or (exc.kind == "status" and exc.status not in TRANSIENT_STATUSES):
+                raise ScoringUnsupported(str(exc)) from None
+            raise
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or not choices or not echoes_prompt(choices[0], prompt):
+            raise ScoringUnsupported("the answer to an echo request has no log-probabilities of the prompt")
 
     def _scored_choice(self, board: chess.Board, moves: list[chess.Move], control: SearchControl) -> MoveChoice:
         """Every candidate's log-probability from ONE request, and the move they choose.
