@@ -106,8 +106,11 @@ def test_urls_are_shown_without_their_secrets():
     client = CompletionsClient("https://user:pw@api.example.com/v1?key=abc", api_key=SECRET)
     shown = client.redact(f"failed with {SECRET} at user pw key=abc")
     assert SECRET not in shown and "pw" not in shown and "key=abc" not in shown
-    with pytest.raises(ValueError):
-        CompletionsClient("ftp://example.com/v1")
+    for bad in ("ftp://example.com/v1", "http://", "http://[::1/v1", "https://host:99999/v1",
+                "http://user:secretpw@/v1"):
+        with pytest.raises(ValueError) as error:
+            CompletionsClient(bad)
+        assert "secretpw" not in str(error.value)
 
 
 # -- scoring -----------------------------------------------------------------------

@@ -109,8 +109,12 @@ class CompletionsClient:
     def __init__(self, url: str, api_key: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
         if not is_http_url(url):
             raise ValueError(f"not an http(s) URL: {public_url(url)}")
-        self.url = base_url(url)
-        parts = urllib.parse.urlsplit(self.url)
+        try:
+            self.url = base_url(url)
+            parts = urllib.parse.urlsplit(self.url)
+            parts.port  # noqa: B018 (a port out of range raises here, not at the first request)
+        except ValueError as exc:
+            raise ValueError(f"not a usable URL ({exc})") from None
         if not parts.hostname:
             raise ValueError(f"the URL {public_url(url)} names no host")
         self.api_key = api_key
