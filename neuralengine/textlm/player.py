@@ -137,6 +137,7 @@ class TextLMEngine:
         self.clock = clock
         self.latency = LatencyModel()
         self.prefixes = PrefixCache(model)
+        self._texts_memo: tuple[tuple, tuple[list[int], list[list[int]]]] | None = None
 
     @classmethod
     def open(cls, weights_path: str | os.PathLike[str], backend: str = "auto", threads: int = 1,
@@ -205,12 +206,23 @@ class TextLMEngine:
     # -- the network -------------------------------------------------------
 
     def _texts(self, board: chess.Board, moves: Sequence[chess.Move]) -> tuple[list[int], list[list[int]]]:
-        """The prefix's tokens and each move's; :class:`NoText` says why there are none."""
+        """The prefix's tokens and each move's; :class:`NoText` says why there are none.
+
+        The last answer is kept: a ``go`` asks for the same position's texts up to three times.
+        """
+        key = (board.root().fen(), tuple(board.move_stack), tuple(moves))
+        if self._texts_memo is not None and self._texts_memo[0] == key:
+            return self._texts_memo[1]
+        found = self._make_texts(board, moves)
+        self._texts_memo = (key, found)
+        return found
+
+    def _make_texts(self, board: chess.Board, moves: Sequence[chess.Move]) -> tuple[list[int], list[list[int]]]:
         try:
             texts = candidate_texts(board, moves)
         except TranscriptError:
             raise NoText("no transcript: the game does not start from the initial position "
-                         "(position fen, or a history the GUI did not send)") from None
+                         "(a position set up from a FEN, or a game too long to keep whole)") from None
         try:
             prefix = self.vocabulary.encode(texts.prefix)
         except VocabularyError as exc:
