@@ -145,7 +145,7 @@ class FakeLlm:
         if self.garbage:
             self._reply(handler, 200, b"<html>\x00 this is not json {")
             return
-        path = handler.path
+        path = handler.path.split("?", 1)[0]  # a query string (an API key some hosts want there) is no route
         if path == "/v1/models":
             self._reply(handler, 200, json.dumps({"object": "list", "data": [
                 {"id": m, "object": "model"} for m in self.models]}).encode())

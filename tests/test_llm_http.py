@@ -103,14 +103,16 @@ def test_urls_are_shown_without_their_secrets():
     assert base_url("http://h:8000/v1/completions") == "http://h:8000/v1"
     assert base_url("http://h:8000/v1/chat/completions/") == "http://h:8000/v1"
     assert public_url("https://user:pw@api.example.com/v1?key=abc") == "https://api.example.com/v1"
-    client = CompletionsClient("https://user:pw@api.example.com/v1?key=abc", api_key=SECRET)
-    shown = client.redact(f"failed with {SECRET} at user pw key=abc")
-    assert SECRET not in shown and "pw" not in shown and "key=abc" not in shown
+    client = CompletionsClient("https://api.example.com/v1?key=abc", api_key=SECRET)
+    shown = client.redact(f"failed with {SECRET} at key=abc")
+    assert SECRET not in shown and "key=abc" not in shown
     for bad in ("ftp://example.com/v1", "http://", "http://[::1/v1", "https://host:99999/v1",
                 "http://user:secretpw@/v1"):
         with pytest.raises(ValueError) as error:
             CompletionsClient(bad)
         assert "secretpw" not in str(error.value)
+    with pytest.raises(ValueError, match="carries a user or password; give the API key in NEURALENGINE_LLM_API_KEY"):
+        CompletionsClient("https://me:secretpw@api.example.com/v1")
 
 
 # -- scoring -----------------------------------------------------------------------
@@ -450,7 +452,8 @@ def test_uci_debug_log_hides_a_key_set_by_option(engine_command):
     from uci_pipe import Uci
 
     with FakeLlm(samples=[" e4"]) as fake:
-        uci = Uci(engine_command + ["uci", "--llm-url", fake.url, "--llm-mode", "sample"], env=engine_env())
+        url = fake.url + "?api-version=2024-10-21"
+        uci = Uci(engine_command + ["uci", "--llm-url", url, "--llm-mode", "sample"], env=engine_env())
         uci.send("debug on")
         uci.send("uci")
         declared = uci.until("uciok")
@@ -461,10 +464,11 @@ def test_uci_debug_log_hides_a_key_set_by_option(engine_command):
         uci.close()
     assert lines[-1] == "bestmove e2e4"
     assert "option name LLMApiKey type string default <empty>" in declared
-    assert f"option name WeightsFile type string default {fake.url}" in declared
+    assert f"option name WeightsFile type string default {url}" in declared  # the user's own URL, as given
     assert fake.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert fake.requests[-1]["path"] == "/v1/completions?api-version=2024-10-21"  # the query goes along
     stderr = b"".join(uci.stderr).decode(errors="replace")
-    assert "setoption name LLMApiKey value ***" in stderr
+    assert "setoption name LLMApiKey value ***" in stderr and f"loading {fake.url} with backend" in stderr
     assert SECRET not in stderr + "\n".join(uci.seen)
 
 

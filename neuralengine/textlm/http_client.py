@@ -11,7 +11,8 @@ again later; ``"status"``: the server answered with an HTTP error;
 The API key travels only in the ``Authorization`` header. It is never part
 of a message: every text that leaves this module (error messages, the
 description of the endpoint) goes through :meth:`CompletionsClient.redact`,
-which also hides the user and password of a URL and its query string.
+which also hides the URL's query string. A URL with a user or password is
+refused: the URL is the ``WeightsFile`` option, which ``uci`` declares.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ class CompletionsClient:
             raise ValueError(f"not a usable URL ({exc})") from None
         if not parts.hostname:
             raise ValueError(f"the URL {public_url(url)} names no host")
+        if parts.username or parts.password:  # the URL is shown (the WeightsFile option): it holds no secret
+            raise ValueError(f"the URL {public_url(url)} carries a user or password; give the API key in "
+                             "NEURALENGINE_LLM_API_KEY (or the LLMApiKey option) instead")
         self.api_key = api_key
         self.timeout = timeout
         #: Where the model runs, for reports (the backends' ``device``).
@@ -153,12 +157,6 @@ class CompletionsClient:
             headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.username and not self.api_key:  # http://user:password@host/v1: basic authentication
-            import base64
-
-            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         return headers
 
     def request(self, path: str, payload: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
