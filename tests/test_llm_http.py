@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -294,7 +295,8 @@ def test_the_deadline_bounds_the_request():
         control = SearchControl(deadline=llm.clock() + 0.4)
         choice = llm.choose_move(board, control=control)
     assert choice.bestmove in board.legal_moves and llm.stats.fallbacks == 1
-    assert any("within 0.3 s" in note for note in choice.notes)
+    # The request got what was left of the 0.4 s, not the 30 s timeout.
+    assert any(re.search(r"within 0\.[0-4] s", note) for note in choice.notes)
 
 
 def test_stop_ends_the_wait_for_the_server_at_once():
@@ -491,7 +493,6 @@ def test_a_server_that_is_down_still_gets_legal_moves_over_uci(engine_command):
     assert any("llm_http stats: moves 1," in line and "fallbacks 1," in line for line in lines)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_cli_help_names_the_llm_flags():
     out = subprocess.run([sys.executable, "-m", "neuralengine", "uci", "--help"], capture_output=True, text=True,
                          env=engine_env(), timeout=60).stdout
