@@ -56,7 +56,7 @@ def read_position(fen: str | None, moves: list[str] | tuple[str, ...] = ()) -> "
 def value_label(kind: str) -> str:
     """What the model's score is: ``win %``, or ``policy %`` for a behavioural-cloning
     or text model (their scores are move probabilities, not win probabilities)."""
-    return "policy %" if kind in ("behavioral_cloning", "pgn_lm") else "win %"
+    return "policy %" if kind in ("behavioral_cloning", "pgn_lm", "llm_http") else "win %"
 
 
 def move_rows(board: "chess.Board", choice: "MoveChoice") -> list[dict[str, object]]:

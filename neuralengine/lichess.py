@@ -311,7 +311,7 @@ def value_problems(config: dict[str, Any]) -> list[str]:
 def uci_option_problems(options: dict[str, Any]) -> list[str]:
     """``engine.uci_options`` against the options neuralengine declares: lichess-bot sends each one with
     ``setoption`` and stops when the engine does not declare it."""
-    from neuralengine.uci.options import make_options
+    from neuralengine.uci.options import SECRET_OPTIONS, make_options
 
     declared = make_options(weights="")
     problems = []
@@ -330,6 +330,10 @@ def uci_option_problems(options: dict[str, Any]) -> list[str]:
         option = declared.get(str(name).lower())
         if option is None:
             problems.append(f"{where}: neuralengine has no such option")
+            continue
+        if option.name.lower() in SECRET_OPTIONS:
+            problems.append(f"{where}: lichess-bot logs the options it sends; give the key in the environment "
+                            "(NEURALENGINE_LLM_API_KEY or OPENAI_API_KEY) instead")
             continue
         try:
             option.parse(value if isinstance(value, str) else str(value).lower() if isinstance(value, bool)

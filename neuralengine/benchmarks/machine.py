@@ -122,6 +122,10 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """SHA-256, size, architecture and provenance of a weights file (None when absent or unreadable)."""
     if weights is None:
         return None
+    from neuralengine.textlm.http_client import is_http_url, public_url
+
+    if is_http_url(str(weights)):  # a language model over HTTP: its endpoint, without user, password or query
+        return {"endpoint": public_url(str(weights))}
     from neuralengine.weights import WeightsError, any_config_from_metadata, file_sha256, read_metadata
 
     path = Path(weights)
@@ -141,12 +145,17 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
 
 
 def plays_text_model(weights: str | os.PathLike[str] | None, *, other_engine: bool = False) -> bool:
-    """Whether our engine plays a text model (``pgn_lm``): the weights it is given, else the shipped ones.
+    """Whether our engine plays a text model (``pgn_lm``, or a language model at an ``http(s)://`` URL): the
+    weights it is given, else the shipped ones.
 
     ``other_engine``: the command is not ours, so without weights nothing is known (``False``).
     """
     from neuralengine.config import TEXT_KINDS
+    from neuralengine.textlm.http_client import is_http_url
     from neuralengine.weights import WeightsError, read_metadata, weights_kind
+
+    if weights is not None and is_http_url(str(weights)):
+        return True
 
     if weights is None:
         if other_engine:

@@ -380,6 +380,9 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(f"  reliability of {report['engine']['name']}: {soak['illegal_moves']} illegal moves, "
                  f"{soak['time_forfeits']} time forfeits, {soak['crashes']} crashes"
                  + (f", peak memory {mem:.0f} MiB" if mem else ""))
+    counts = (report.get("engines") or {}).get(report["engine"]["name"], {}).get("player_counts")
+    if counts:
+        lines.append(f"  {report['engine']['name']} reports: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     losses = report.get("time_losses") or {}
     if losses:
         lines.append("  losses on time: " + ", ".join(f"{name} {count}" for name, count in losses.items()))
@@ -477,7 +480,15 @@ def absolute_command(command: list[str]) -> list[str]:
 def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], dict[str, float]]:
     cmd = absolute_command(shlex.split(args.engine_cmd)) if args.engine_cmd else our_engine_command()
     options = dict(_name_value(o, "--engine-option") for o in args.engine_option)
-    if args.weights:
+    for name in options:
+        if name.strip().lower() == "llmapikey":
+            raise ValueError("match writes its engine options to files: give the API key in the environment "
+                             "(NEURALENGINE_LLM_API_KEY or OPENAI_API_KEY), not as --engine-option LLMApiKey")
+    from neuralengine.engine.players import player_for_spec
+
+    if args.weights and player_for_spec(args.weights) is not None:  # a URL: a language model over HTTP
+        options.setdefault("WeightsFile", args.weights.strip())
+    elif args.weights:
         from neuralengine.deepmind import resolve_weights
         from neuralengine.weights import WeightsError
 

@@ -428,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.split(args.engine)
     else:
         command = our_engine_command()
-    if args.weights:
+    from neuralengine.textlm.http_client import is_http_url
+
+    if args.weights and is_http_url(args.weights):  # a language model over HTTP
+        options.setdefault("WeightsFile", args.weights.strip())
+    elif args.weights:
         from neuralengine.deepmind import resolve_weights
         from neuralengine.weights import WeightsError, read_metadata
 

@@ -152,6 +152,8 @@ class EngineStats:
     crashes: int = 0
     restarts: int = 0
     peak_memory_kib: int | None = None
+    #: Counts a player reports of itself (``info string KIND stats: fallbacks 1, ...``), summed over its processes.
+    player_counts: dict[str, int] = field(default_factory=dict)
 
     def note_memory(self, kib: int | None) -> None:
         if kib is not None and (self.peak_memory_kib is None or kib > self.peak_memory_kib):
@@ -164,7 +166,26 @@ class EngineStats:
             "max_move_ms": 1000.0 * self.max_move_s, "illegal_moves": self.illegal_moves,
             "time_forfeits": self.time_forfeits, "crashes": self.crashes, "restarts": self.restarts,
             "peak_memory_mib": round(self.peak_memory_kib / 1024.0, 1) if self.peak_memory_kib else None,
+            **({"player_counts": dict(self.player_counts)} if self.player_counts else {}),
         }
+
+
+_PLAYER_STATS = re.compile(r"^[\w.-]+ stats: (.+)$")
+_PLAYER_COUNT = re.compile(r"^([a-z][a-z ]*?) (\d+)$")
+
+
+def player_report(text: str | None) -> dict[str, int] | None:
+    """The counts of a player's ``KIND stats: name N, name N`` info string, or ``None`` for another text."""
+    found = _PLAYER_STATS.match(text.strip()) if text else None
+    if not found:
+        return None
+    counts = {}
+    for item in found.group(1).split(","):
+        pair = _PLAYER_COUNT.match(item.strip())
+        if pair is None:
+            return None
+        counts[pair.group(1)] = int(pair.group(2))
+    return counts
 
 
 def schedule(first: EngineSpec, opponents: Sequence[EngineSpec], openings: Sequence[Opening], rounds: int,
@@ -197,6 +218,8 @@ class Player:
         self.engine: chess.engine.SimpleEngine | None = None
         self.pid: int | None = None
         self.started = 0
+        #: The running process's last self-report (its counts run from its start).
+        self.reported: dict[str, int] = {}
         # kill() runs on the worker thread and on the watchdog's timer thread.
         self._lock = threading.Lock()
 
@@ -218,9 +241,20 @@ class Player:
                 self.engine = engine
                 self.pid = engine.transport.get_pid()
             self.started += 1
+            self.reported = {}
             if self.started > 1:
                 self.stats.restarts += 1
         return self.engine
+
+    def note_report(self, text: str | None) -> None:
+        """Add what the process's latest self-report (``KIND stats: ...``) counts beyond its previous one."""
+        counts = player_report(text)
+        if counts is None:
+            return
+        for name, value in counts.items():
+            before = self.reported.get(name, 0)
+            self.stats.player_counts[name] = self.stats.player_counts.get(name, 0) + max(value - before, 0)
+        self.reported = counts
 
     def sample_memory(self) -> None:
         pid = self.pid  # read once: a kill on another thread may clear it
@@ -457,6 +491,7 @@ def play_game(job: Job, players: dict[str, Player], tc: TimeControl, rules: Adju
             player.stats.illegal_moves += 1
             break
         player.sample_memory()
+        player.note_report(played.info.get("string"))
         player.stats.moves += 1
         clocks[mover] -= elapsed
         if clocks[mover] < -time_margin:

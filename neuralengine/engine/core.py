@@ -145,15 +145,21 @@ class Engine:
              warm_up: bool = True, **kwargs: object) -> "Engine":
         """Open a weights file with the named backend and measure its latency.
 
-        A model of another kind (a text model) is opened by its own player
-        (:mod:`neuralengine.engine.players`), which has this class's interface.
+        A model of another kind (a text model), or an ``http(s)://`` URL (a
+        language model behind an OpenAI-compatible endpoint), is opened by its
+        own player (:mod:`neuralengine.engine.players`), which has this
+        class's interface.
 
         Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
         with a message that names the problem.
         """
+        from neuralengine.engine.players import player_for, player_for_spec
+
+        spec_player = player_for_spec(weights_path)  # a URL: a language model behind an HTTP endpoint
+        if spec_player is not None:
+            return spec_player.open(str(weights_path), backend, threads, warm_up=warm_up, **kwargs)  # type: ignore[no-any-return]
         from neuralengine.backends import create_backend
         from neuralengine.deepmind import resolve_weights
-        from neuralengine.engine.players import player_for
         from neuralengine.weights import read_metadata
 
         # A released model's name or a DeepMind checkpoint folder becomes its converted file.

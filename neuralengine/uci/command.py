@@ -11,7 +11,7 @@ import os
 import sys
 from typing import BinaryIO, Iterator
 
-from neuralengine.uci.options import BACKEND_CHOICES, make_options
+from neuralengine.uci.options import BACKEND_CHOICES, LLM_MODES, make_options
 from neuralengine.uci.output import Output
 from neuralengine.uci.server import UciServer, serve
 
@@ -48,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="weights file (the WeightsFile option)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the backend")
+    llm = parser.add_argument_group(
+        "a language model over HTTP", "An OpenAI-compatible endpoint (vLLM, llama.cpp's server, a hosted API) "
+        "plays instead of the weights. The API key comes from NEURALENGINE_LLM_API_KEY or OPENAI_API_KEY "
+        "(or the LLMApiKey option), never from the command line.")
+    llm.add_argument("--llm-url", metavar="URL",
+                     help="the API root, e.g. http://127.0.0.1:8000/v1 (the same as --weights URL; "
+                          "default: NEURALENGINE_LLM_URL when --weights is not given)")
+    llm.add_argument("--llm-model", default="", metavar="NAME",
+                     help="the model name sent (the LLMModel option; default: NEURALENGINE_LLM_MODEL, "
+                          "else the first model the server lists)")
+    llm.add_argument("--llm-mode", choices=LLM_MODES, default="auto",
+                     help="score: every legal move's log-probability in one request (vLLM); sample: read the "
+                          "move from a completion (llama.cpp); chat: from a chat completion; auto: score, "
+                          "and sample when the server cannot (default)")
     return parser
 
 
@@ -72,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the UCI loop until ``quit`` or the end of input; returns the exit code."""
     args = build_parser().parse_args([] if argv is None else argv)
     out = Output(protocol_stream())
-    server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
+    weights = args.llm_url or args.weights
+    if weights is None and os.environ.get("NEURALENGINE_LLM_URL", "").strip():
+        weights = os.environ["NEURALENGINE_LLM_URL"].strip()
+    options = make_options(weights, args.backend, max(1, min(args.threads, 256)), llm_model=args.llm_model,
+                           llm_mode=args.llm_mode)
+    server = UciServer(out, options)
     try:
         serve(server, read_lines(sys.stdin.buffer, out))
     except KeyboardInterrupt:

@@ -113,7 +113,10 @@ class Loader:
         path, backend, threads = key
         started = time.monotonic()
         if self.output.debug:
-            self.output.log(f"loading {path} with backend {backend}, {threads} threads")
+            from neuralengine.textlm.http_client import is_http_url, public_url
+
+            shown = public_url(path) if is_http_url(path) else path  # a URL's user, password and query stay out
+            self.output.log(f"loading {shown} with backend {backend}, {threads} threads")
         try:
             if self.opener is not None:
                 engine = self.opener(path, backend, threads)

@@ -23,6 +23,12 @@ MAX_TEMPERATURE = 100.0
 #: Options whose change needs the weights to be loaded again (lower-case names).
 LOAD_OPTIONS = ("weightsfile", "backend", "threads")
 
+#: How a language model behind HTTP finds its move (``LLMMode``; see :mod:`neuralengine.textlm.http`).
+LLM_MODES = ("auto", "score", "sample", "chat")
+
+#: Options whose values are secrets: never echoed, never logged (lower-case names).
+SECRET_OPTIONS = ("llmapikey",)
+
 
 @dataclass
 class Option:
@@ -102,8 +108,15 @@ def default_weights_path() -> str:
     return str(default_weights())
 
 
-def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1) -> dict[str, Option]:
-    """The option table, keyed by lower-case name."""
+def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1, *,
+                 llm_model: str = "", llm_mode: str = "auto") -> dict[str, Option]:
+    """The option table, keyed by lower-case name.
+
+    The ``LLM...`` options matter only when ``WeightsFile`` is an
+    ``http(s)://`` URL (a language model behind an OpenAI-compatible
+    endpoint). ``LLMApiKey`` has no default here: the environment supplies
+    one, and a key is never printed.
+    """
     options = [
         Option("WeightsFile", "string", weights if weights is not None else default_weights_path()),
         Option("Backend", "combo", backend, choices=BACKEND_CHOICES),
@@ -119,6 +132,11 @@ def make_options(weights: str | None = None, backend: str = "auto", threads: int
         Option("Ponder", "check", False),
         Option("UCI_ShowWDL", "check", False),
         Option("UCI_Chess960", "check", False),
+        Option("LLMModel", "string", llm_model),
+        Option("LLMApiKey", "string", ""),
+        Option("LLMMode", "combo", llm_mode, choices=LLM_MODES),
+        Option("LLMTimeout", "spin", 30, 1, 3600),
+        Option("LLMTries", "spin", 4, 1, 10),
     ]
     return {o.name.lower(): o for o in options}
 

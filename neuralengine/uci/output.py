@@ -82,8 +82,8 @@ def result_lines(board: chess.Board, result: MoveChoice, *, elapsed: float, mult
                  show_wdl: bool) -> tuple[list[str], list[str]]:
     """The lines that report ``result`` for ``board``, ``elapsed`` seconds after the ``go``.
 
-    Returns the notes (texts of ``info string`` lines: why the move went
-    without evaluation) and the score lines, one
+    Returns the notes (texts of ``info string`` lines: the player's own
+    notes, and why the move went without evaluation) and the score lines, one
     per ``multipv`` rank.
     """
     assert result.bestmove is not None

@@ -18,7 +18,7 @@ from neuralengine import __version__
 from neuralengine.uci.go import parse_go
 from neuralengine.uci.job import SearchJob
 from neuralengine.uci.loader import POLL_SECONDS, Loader, LoadKey
-from neuralengine.uci.options import LOAD_OPTIONS, Option, apply_setoption
+from neuralengine.uci.options import LOAD_OPTIONS, SECRET_OPTIONS, Option, apply_setoption
 from neuralengine.uci.output import Output, echo
 from neuralengine.uci.position import parse_position, with_history
 
@@ -29,6 +29,17 @@ if TYPE_CHECKING:
 
 ENGINE_NAME = f"neuralengine {__version__}"
 ENGINE_AUTHOR = "the neuralengine authors"
+
+
+def secret_hidden(tokens: list[str], line: str) -> str:
+    """``line`` as it may be logged: the value of a ``setoption`` of a secret option is replaced by ``***``."""
+    lower = [t.lower() for t in tokens]
+    if "setoption" in lower and "value" in lower:
+        at, split = lower.index("setoption"), lower.index("value")
+        name = " ".join(lower[at + 2:split]) if at + 1 < len(lower) and lower[at + 1] == "name" else ""
+        if name in SECRET_OPTIONS:
+            return " ".join(tokens[:split + 1] + ["***"])
+    return line
 
 
 class UciServer:
@@ -102,6 +113,9 @@ class UciServer:
         engine.temperature_moves = int(options["temperaturemoves"])
         engine.mate_rule = bool(options["materule"])
         engine.convert_rule = bool(options["convertrule"])
+        apply_options = getattr(engine, "apply_options", None)
+        if apply_options is not None:  # a player with options of its own (a language model over HTTP)
+            apply_options(options)
         seed = int(options["seed"])
         if (generation, seed) != self.seed_applied:
             import random
@@ -240,7 +254,8 @@ class UciServer:
         if not tokens:
             return True
         if self.out.debug:
-            self.out.log(f">> {line.rstrip(chr(13) + chr(10))[:200]}")  # the log adds its own line break
+            shown = secret_hidden(tokens, line.rstrip(chr(13) + chr(10)))
+            self.out.log(f">> {shown[:200]}")  # the log adds its own line break
         found = self.command_of(tokens)
         if found is not None:
             i, command = found
