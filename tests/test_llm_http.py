@@ -424,19 +424,19 @@ def test_uci_plays_and_analyses_through_python_chess(engine_command, tmp_path, c
             board = chess.Board()
             played = []
             for reply in ("e7e5", "b8c6"):
-                result = engine.play(board, chess.engine.Limit(time=5), info=chess.engine.INFO_ALL)
+                result = engine.play(board, chess.engine.Limit(time=30), info=chess.engine.INFO_ALL)
                 played.append(board.san(result.move))
                 board.push(result.move)
                 board.push_uci(reply)
-            info = engine.analyse(board, chess.engine.Limit(time=5))
+            info = engine.analyse(board, chess.engine.Limit(time=30))
             assert board.san(info["pv"][0]) == "Bb5" and "score" in info
             engine.configure({"LLMMode": "sample", "LLMModel": "from-gui"})
-            result = engine.play(board, chess.engine.Limit(time=5))  # the fake's sample is " e4": illegal here
+            result = engine.play(board, chess.engine.Limit(time=30))  # the fake's sample is " e4": illegal here
             assert result.move in board.legal_moves
             fen = "r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 3 17"
             started = chess.Board(fen)
             started.push_uci("e8g8")
-            engine.play(started, chess.engine.Limit(time=5))  # position fen ... moves e8g8
+            engine.play(started, chess.engine.Limit(time=30))  # position fen ... moves e8g8
         finally:
             engine.quit()
     assert played == ["e4", "Nf3"]
@@ -461,8 +461,8 @@ def test_uci_debug_log_hides_a_key_set_by_option(engine_command):
         declared = uci.until("uciok")
         uci.send(f"setoption name LLMApiKey value {SECRET}")
         uci.send("position startpos")
-        uci.send("go movetime 5000")
-        lines = uci.until("bestmove", timeout=30)
+        uci.send("go movetime 60000")
+        lines = uci.until("bestmove", timeout=90)
         uci.close()
     assert lines[-1] == "bestmove e2e4"
     assert "option name LLMApiKey type string default <empty>" in declared
@@ -484,8 +484,8 @@ def test_a_server_that_is_down_still_gets_legal_moves_over_uci(engine_command):
     uci.send("uci")
     uci.until("uciok")
     uci.send("position startpos moves e2e4")
-    uci.send("go movetime 3000")
-    lines = uci.until("bestmove", timeout=30)
+    uci.send("go movetime 30000")
+    lines = uci.until("bestmove", timeout=60)
     uci.close()
     move = chess.Move.from_uci(lines[-1].split()[1])
     assert move in board_after("e2e4").legal_moves
