@@ -58,6 +58,12 @@ def test_random_moves_fall_in_the_window(engine: Stockfish) -> None:
     assert again.fens == games[3].fens  # deterministic from the seed
 
 
+def test_an_opening_temperature_varies_only_the_first_plies(engine: Stockfish) -> None:
+    cfg = dict(DETERMINISTIC, opening_temperature=1.0, opening_plies=(2, 2), multipv=8, max_plies=4)
+    games = [play_game(engine, SelfPlayConfig(seed=s, **cfg), 0) for s in range(6)]
+    assert len({tuple(_moves(g.fens)[:2]) for g in games}) >= 3  # plies 1-2 sampled hot among 8 moves
+
+
 def test_top_k_random_moves_stay_among_stockfish_best(engine: Stockfish) -> None:
     engine.new_game()
     top3 = {m for m, _ in scored_moves(engine, chess.STARTING_FEN, "nodes 900", [], 3)}
@@ -103,9 +109,10 @@ def test_blunder_games_count_their_blunders(engine: Stockfish) -> None:
 def test_on_policy_games_are_played_by_the_model(engine: Stockfish) -> None:
     pytest.importorskip("onnxruntime")
     model = model_engine(SHIPPED, 0.0)
-    for opponents, expected in ((("1350",), {"model", "elo 1350"}), (("self",), {"model"})):
+    for opponents, expected in ((("1350",), {"model", "elo 1350"}), (("self",), {"model"}),
+                                (("mixed",), {"model", "multipv T=0.05"})):
         cfg = SelfPlayConfig(seed=4, nodes=300, max_plies=10, random_plies=(0, 0), model=SHIPPED,
-                             model_opponents=opponents)
+                             model_opponents=opponents, policies=("multipv",), temperatures=(0.05,))
         game = play_game(engine, cfg, 0)
         assert set(game.sides) == expected
         colours = [c for c, side in zip((chess.WHITE, chess.BLACK), game.sides) if side == "model"]

@@ -36,7 +36,7 @@ import chess.pgn
 from neuralengine.atomic import write_bytes, write_text
 from neuralengine.data.positions import PositionError, format_position, is_position_line, parse_position
 from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, sigterm_interrupts
-from neuralengine.data.selfplay import POLICIES, SELF, SelfPlayConfig, game_id, play_games
+from neuralengine.data.selfplay import MIXED, POLICIES, SELF, SelfPlayConfig, game_id, play_games
 from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
 
@@ -219,9 +219,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _opponents(text: str) -> tuple[str, ...]:
     values = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [v for v in values if v != SELF and not v.isdigit()]
+    bad = [v for v in values if v not in (SELF, MIXED) and not v.isdigit()]
     if bad or not values:
-        raise argparse.ArgumentTypeError(f"expected UCI_Elo levels and/or '{SELF}', comma-separated, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected UCI_Elo levels, '{SELF}' and/or '{MIXED}', comma-separated, "
+                                         f"got {text!r}")
     return values
 
 
@@ -276,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--multipv", type=int, default=5, help="moves sampled among by the multipv chooser (default 5)")
     sp.add_argument("--temperatures", type=_floats, default=(0.02, 0.05, 0.1, 0.2),
                     help="win-probability softmax temperatures, one drawn per side (default 0.02,0.05,0.1,0.2)")
+    sp.add_argument("--opening-temperature", type=float, metavar="T",
+                    help="multipv sides use this temperature for the first --opening-plies plies of each game "
+                         "(default: none, the side's own temperature throughout)")
+    sp.add_argument("--opening-plies", type=_range, default=(2, 8), metavar="A-B",
+                    help="plies of --opening-temperature, drawn per game (default 2-8)")
     sp.add_argument("--skill", type=_range, default=(0, 19), help="Skill Level range (default 0-19)")
     sp.add_argument("--elo", type=_range, default=(1350, 2850), help="UCI_Elo range (default 1350-2850)")
     sp.add_argument("--random-plies", type=_range, default=(0, 6),
@@ -307,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--model", metavar="WEIGHTS", help="the model of --on-policy: a weights file or model name "
                                                        "(default: the shipped model)")
     op.add_argument("--model-opponents", type=_opponents, default=("1350", "1600", "2000", SELF), metavar="LIST",
-                    help="opponents drawn per game: UCI_Elo levels and 'self' (default 1350,1600,2000,self)")
+                    help="opponents drawn per game: UCI_Elo levels, 'self' (the model) and 'mixed' (a Stockfish side "
+                         "drawn as in plain self-play from --policies) (default 1350,1600,2000,self)")
     op.add_argument("--model-temperature", type=float, default=0.0, metavar="T",
                     help="the model samples its moves at this temperature (default 0: its best move)")
     fp = p.add_argument_group("positions from files")
@@ -339,6 +346,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--blunder-rate must be between 0 and 1"
     if not 0.0 < args.blunder_loss <= 1.0:
         return "--blunder-loss must be above 0 and at most 1"
+    if args.opening_temperature is not None and args.opening_temperature < 0:
+        return "--opening-temperature must not be negative"
     if args.model_temperature < 0:
         return "--model-temperature must not be negative"
     if (args.model or args.model_temperature) and not args.on_policy:
@@ -439,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                                  random_moves=args.random_moves, random_window=args.random_window,
                                  random_top_k=args.random_top_k, blunder_rate=args.blunder_rate,
                                  blunder_loss=args.blunder_loss, blunder_after=args.blunder_after, model=model,
-                                 model_opponents=args.model_opponents, model_temperature=args.model_temperature)
+                                 model_opponents=args.model_opponents, model_temperature=args.model_temperature,
+                                 opening_temperature=args.opening_temperature, opening_plies=args.opening_plies)
             if args.book and not cfg.book:
                 print(f"datagen: no usable positions in the book {args.book}", file=sys.stderr)
                 return 2

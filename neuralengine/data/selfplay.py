@@ -8,7 +8,9 @@ Each game draws its own settings from a seeded random generator:
 
   - ``multipv``: full strength with ``MultiPV`` K; the move is drawn from a
     softmax over the K moves' win probabilities (Lichess formula) with a
-    per-side temperature;
+    per-side temperature (optionally ``opening_temperature`` instead for the
+    first plies of the game, their number drawn per game from
+    ``opening_plies``);
   - ``skill``: Stockfish's own weakening with a random ``Skill Level``;
   - ``elo``: ``UCI_LimitStrength`` with a random ``UCI_Elo``.
 
@@ -27,7 +29,8 @@ Two ways of putting mistakes into the games, both off by default:
 
 On-policy games (``model`` set): a neuralengine model plays one side, chosen
 at random, against Stockfish at a ``UCI_Elo`` drawn from ``model_opponents``,
-or both sides (``"self"``), through :class:`neuralengine.engine.Engine`; every
+or a Stockfish side drawn as in plain self-play (``"mixed"``), or both sides
+(``"self"``), through :class:`neuralengine.engine.Engine`; every
 position met is kept, those where the model is to move included, so the
 annotated positions are the ones the model actually reaches. Random moves
 apply to every side; blunders only to Stockfish sides.
@@ -61,6 +64,8 @@ POLICIES = ("multipv", "skill", "elo")
 MODEL = "model"
 #: An on-policy opponent that is the model itself.
 SELF = "self"
+#: An on-policy opponent drawn as a plain self-play side (``policies``, ``temperatures``, ...).
+MIXED = "mixed"
 #: Blunders are played only while the best win probability lies strictly between these.
 UNDECIDED = (0.03, 0.97)
 
@@ -91,6 +96,8 @@ class SelfPlayConfig:
     model: str | None = None
     model_opponents: tuple[str, ...] = ("1350", "1600", "2000", SELF)
     model_temperature: float = 0.0
+    opening_temperature: float | None = None
+    opening_plies: tuple[int, int] = (2, 8)
 
     @property
     def go(self) -> str:
@@ -148,7 +155,8 @@ def draw_sides(rng: random.Random, cfg: SelfPlayConfig) -> dict[bool, SideSettin
     if opponent == SELF:
         return {chess.WHITE: SideSettings(MODEL), chess.BLACK: SideSettings(MODEL)}
     model_colour = rng.choice([chess.WHITE, chess.BLACK])
-    return {model_colour: SideSettings(MODEL), not model_colour: SideSettings("elo", elo=int(opponent))}
+    other = draw_side(rng, cfg) if opponent == MIXED else SideSettings("elo", elo=int(opponent))
+    return {model_colour: SideSettings(MODEL), not model_colour: other}
 
 
 _MODELS: dict[tuple[str, float], Any] = {}
@@ -260,6 +268,7 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
     sides = draw_sides(rng, cfg)
     # Drawn only when asked for, so that games without them are the games they always were.
     randoms = random_plies(rng, cfg)
+    opening = rng.randint(*cfg.opening_plies) if cfg.opening_temperature is not None else 0
     model = model_engine(cfg.model, cfg.model_temperature) if cfg.model is not None else None
     if model is not None:
         model.rng.seed(f"{cfg.seed}/{index}/model")
@@ -298,7 +307,8 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
             configure(engine, side, cfg.multipv)
             result = engine.search(start_fen, cfg.go, played)
             if side.policy == "multipv":
-                uci, best = sample_move(result, side.temperature, rng)
+                hot = ply <= opening and cfg.opening_temperature is not None
+                uci, best = sample_move(result, cfg.opening_temperature if hot else side.temperature, rng)
             else:
                 uci = result.bestmove
                 first = result.lines.get(1)
