@@ -125,3 +125,27 @@ def test_weights_file_round_trip_and_both_backends(tmp_path: Path) -> None:
     without = {k: v for k, v in tensors.items() if "token_bias" not in k}
     with pytest.raises(WeightsError, match="token_bias"):
         save_weights(tmp_path / "broken.safetensors", cfg, without)
+
+
+def test_init_with_the_bias_starts_from_the_init_models_outputs() -> None:
+    """--init the shipped model --attention-bias: every tensor is copied, the bias starts at zero, so the new
+    model scores exactly as the shipped one before its first step."""
+    from neuralengine.backends.graph import model_from_weights
+    from neuralengine.model import Transformer
+    from neuralengine.train.checkpoint import init_architecture, init_from
+    from neuralengine.train.loop import TrainConfig, model_config
+
+    chosen = init_architecture(str(SHIPPED), attention_bias=True)
+    assert chosen["attention_bias"] is True
+    cfg = model_config(TrainConfig(data=[], out="unused", **chosen))
+    assert cfg.attention_bias and cfg.attention == "board_head"
+    model = Transformer(cfg).eval()
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    summary = init_from(str(SHIPPED), model, ema, torch.optim.AdamW(model.parameters()))
+    assert "fresh: blocks" in summary
+    shipped = model_from_weights(load_weights(SHIPPED))
+    with torch.no_grad():
+        for fen in FENS:
+            board, actions = (torch.as_tensor(a) for a in _feeds(fen))
+            assert torch.equal(shipped(board, actions), model(board, actions))
+    assert init_architecture(str(SHIPPED))["attention_bias"] is False
