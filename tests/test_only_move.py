@@ -109,6 +109,7 @@ def test_training_with_oversampling_and_the_bias_reports_the_split(shards: Path,
                             "--attention-bias")) == 0
     err = capsys.readouterr().err
     assert "only-move" in err and "quiet" in err
+    assert "are only-move positions, drawn 4 times as often" in err
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     final = rows[-1]
     acc, only, quiet = (float(final[k]) for k in ("action_accuracy", "only_move_accuracy", "quiet_accuracy"))

@@ -275,6 +275,12 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
     if test is None and ranks.main:
         print(f"train: warning: {_no_held_out(tc, test_paths)}", file=sys.stderr)
     cfg = model_config(tc)
+    if tc.only_move_oversample != 1.0 and ranks.main:
+        special, n = len(data.only_move), len(data)
+        weight = tc.only_move_oversample * special
+        print(f"train: {special} of {n} training positions ({100 * special / max(n, 1):.1f} %) are only-move "
+              f"positions, drawn {tc.only_move_oversample:g} times as often: "
+              f"{100 * weight / max(weight + n - special, 1):.1f} % of the positions trained on", file=sys.stderr)
     model = Transformer(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
