@@ -14,6 +14,12 @@ every number can be reproduced by hand:
    SPRT must accept;
 4. a match against Stockfish 15.1 at ``UCI_Elo`` 1350.
 
+Every match checks the new generation's moves with Stockfish (``match
+--check-depth``, depth 10 by default): the share of its moves losing more than
+0.1 / 0.2 / 0.3 win probability and the median ply of each game's first
+blunder (a loss above 0.3) go into ``summary.json`` and the table row, all
+matches together and per match.
+
 Each step writes its own folder under ``--out`` (JSON, PGN, plot) and shows
 its progress; ``summary.json`` and a Markdown table row collect the results.
 Steps whose output already exists are not run again, so an interrupted
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +54,24 @@ def match_row(report: dict) -> dict:
     score = (row["wins"] + 0.5 * row["draws"]) / games if games else float("nan")
     return {"games": games, "wins": row["wins"], "draws": row["draws"], "losses": row["losses"],
             "score": score, "elo": row["elo"], "elo_lower": row["elo_lower"], "elo_upper": row["elo_upper"],
-            **({"sprt": row["sprt"]["verdict"]} if "sprt" in row else {})}
+            **({"sprt": row["sprt"]["verdict"]} if "sprt" in row else {}),
+            **({"move_check": report["move_check"]} if report.get("move_check") else {})}
+
+
+def move_quality(summary: dict) -> dict | None:
+    """The move checks of every match of the gate together: shares of moves losing more than each
+    threshold, and the median ply of each game's first blunder."""
+    checks = [summary[k]["move_check"] for k in ("random", "previous", "stockfish")
+              if k in summary and "moves" in summary[k].get("move_check", {})]
+    moves = sum(c["moves"] for c in checks)
+    if not moves:
+        return None
+    shares = {t: sum(c["share_losing_more_than"][t] * c["moves"] for c in checks if c["moves"]) / moves
+              for t in checks[0]["share_losing_more_than"]}
+    firsts = [ply for c in checks for ply in c.get("first_blunder_plies", [])]
+    return {"moves": moves, "games": sum(c["games"] for c in checks), "depth": checks[0]["depth"],
+            "share_losing_more_than": shares, "games_with_blunder": sum(c["games_with_blunder"] for c in checks),
+            "first_blunder_ply_median": statistics.median(firsts) if firsts else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stockfish-elo", type=int, default=1350)
     p.add_argument("--tc", default="10+0.1")
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--check-depth", type=int, default=10,
+                   help="Stockfish depth of the check of every move of the new generation (0: none; default 10)")
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     weights = str(Path(args.weights).resolve())
     summary: dict = {"weights": weights}
-    common = ["--weights", weights, "--tc", args.tc, "--concurrency", str(args.concurrency), "--tool", "builtin"]
+    common = ["--weights", weights, "--tc", args.tc, "--concurrency", str(args.concurrency), "--tool", "builtin",
+              "--check-depth", str(args.check_depth)]
 
     if Path(args.puzzles).is_file():
         for label, extra in (("puzzles", []), ("puzzles_no_mate_rule", ["--engine-option", "MateRule=false"])):
@@ -94,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           "--out", str(out / "stockfish")],
                      out / "stockfish" / "match.json")
         summary["stockfish"] = match_row(report)
+    quality = move_quality(summary)
+    if quality:
+        summary["move_quality"] = quality
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     def pct(entry: dict | None, key: str = "accuracy") -> str:
@@ -107,9 +137,21 @@ def main(argv: list[str] | None = None) -> int:
             text += f"; Elo {entry['elo']:+.0f}, 95 % {entry['elo_lower']:+.0f} to {entry['elo_upper']:+.0f}"
         return text + ")"
 
-    print("\n| puzzles | puzzles, no mate rule | vs previous | vs random | vs Stockfish |")
+    def losing(check: dict | None) -> str:
+        if not check or "share_losing_more_than" not in check:
+            return "—"
+        s = check["share_losing_more_than"]
+        return " / ".join("—" if s[t] is None else f"{100 * s[t]:.1f}" for t in ("0.1", "0.2", "0.3")) + " %"
+
+    print("\n| puzzles | puzzles, no mate rule | vs previous | vs random | vs Stockfish "
+          "| moves losing > 0.1 / 0.2 / 0.3 (all matches) | same, vs Stockfish | first blunder, median ply "
+          "(vs Stockfish) |")
+    sf_check = (summary.get("stockfish") or {}).get("move_check") or {}
+    median = sf_check.get("first_blunder_ply_median")
     print(f"| {pct(summary.get('puzzles'))} | {pct(summary.get('puzzles_no_mate_rule'))} | "
-          f"{score(summary.get('previous'))} | {score(summary.get('random'))} | {score(summary.get('stockfish'))} |")
+          f"{score(summary.get('previous'))} | {score(summary.get('random'))} | {score(summary.get('stockfish'))} "
+          f"| {losing(summary.get('move_quality'))} | {losing(sf_check)} "
+          f"| {'—' if median is None else f'{median:g}'} |")
     return 0
 
 

@@ -19,7 +19,7 @@ def test_generation(benchmark, stockfish: str, tmp_path: Path) -> None:  # type:
     shipped = str(REPO / "weights" / "neuralengine.safetensors")
     out = tmp_path / "generation"
     argv = ["--weights", shipped, "--previous", shipped, "--puzzle-limit", "10", "--random-games", "2",
-            "--previous-games", "2", "--stockfish-games", "2", "--tc", "1+0.01", "--concurrency", "1",
+            "--previous-games", "2", "--stockfish-games", "2", "--tc", "1+0.01", "--concurrency", "1", "--check-depth", "4",
             "--out", str(out)]
     code = benchmark.pedantic(generation.main, args=(argv,), rounds=1, iterations=1)
     assert code == 0
@@ -27,4 +27,8 @@ def test_generation(benchmark, stockfish: str, tmp_path: Path) -> None:  # type:
     assert summary["puzzles"]["puzzles"] == summary["puzzles_no_mate_rule"]["puzzles"] == 10
     for opponent in ("random", "previous", "stockfish"):
         assert summary[opponent]["games"] == 2, opponent
+        assert summary[opponent]["move_check"]["depth"] == 4, opponent
+    quality = summary["move_quality"]
+    assert quality["games"] == 6
+    assert quality["moves"] == sum(summary[k]["move_check"]["moves"] for k in ("random", "previous", "stockfish"))
     benchmark.extra_info.update(summary)

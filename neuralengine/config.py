@@ -54,6 +54,9 @@ class ModelConfig:
     num_buckets: int = NUM_BUCKETS
     vocab_size: int = NUM_ACTIONS
     layer_norm_eps: float = 1e-5
+    #: A learned additive attention bias per head over the tokens, [heads, T, T] in
+    #: every layer (Lc0's idea): a fixed prior on which square attends to which.
+    attention_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +74,11 @@ class ModelConfig:
         eps = self.layer_norm_eps
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
             raise ConfigError(f"layer_norm_eps must be a small positive number, got {eps!r}")
+        if not isinstance(self.attention_bias, bool):
+            raise ConfigError(f"attention_bias must be true or false, got {self.attention_bias!r}")
+        if self.attention_bias and self.attention == SHARED_BOARD and self.kind == ACTION_VALUE:
+            raise ConfigError("attention_bias is not supported by the shared_board layout (its move tokens "
+                              "have no fixed position to bias); use board_head or full attention")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
 
@@ -100,6 +108,8 @@ class ModelConfig:
     def num_parameters(self) -> int:
         d, f = self.embed_dim, self.ffn_dim
         per_layer = 4 * d * d + 3 * d * f + 4 * d
+        if self.attention_bias:
+            per_layer += self.num_heads * self.seq_len * self.seq_len
         body = self.vocab_size * d + self.seq_len * d + self.num_layers * per_layer + 2 * d
         if self.attention == BOARD_HEAD:
             h = self.move_head_dim
@@ -109,7 +119,11 @@ class ModelConfig:
         return body + d * self.output_size + self.output_size
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.attention_bias:
+            # Left out when off: files without the bias read exactly as before, by older readers too.
+            del data["attention_bias"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

@@ -32,6 +32,9 @@ class Attention(nn.Module):
         self.k = nn.Linear(d, d, bias=False)
         self.v = nn.Linear(d, d, bias=False)
         self.o = nn.Linear(d, d, bias=False)
+        if cfg.attention_bias:
+            # Zero at the start: a model given the bias computes what it computed without it.
+            self.token_bias = nn.Parameter(torch.zeros(cfg.num_heads, cfg.seq_len, cfg.seq_len))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         # [..., T, D] -> [..., H, T, dh]
@@ -47,6 +50,8 @@ class Attention(nn.Module):
         """Bidirectional attention over all tokens of ``x`` [B, T, D]."""
         q, k, v = self.qkv(x)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if hasattr(self, "token_bias"):
+            scores = scores + self.token_bias
         return self.o(self._merge(scores.softmax(-1) @ v))
 
     def forward_shared(self, board: torch.Tensor, moves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[p + ln + ".bias"] = (d,)
         for proj in "qkvo":
             shapes[f"{p}attn.{proj}.weight"] = (d, d)
+        if cfg.attention_bias:
+            shapes[p + "attn.token_bias"] = (cfg.num_heads, cfg.seq_len, cfg.seq_len)
         shapes[p + "mlp.gate.weight"] = (f, d)
         shapes[p + "mlp.up.weight"] = (f, d)
         shapes[p + "mlp.down.weight"] = (d, f)

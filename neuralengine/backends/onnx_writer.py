@@ -10,7 +10,8 @@ therefore run any weights file, DeepMind's converted checkpoints included.
 Graph interface (the same as the PyTorch export): action-value graphs take
 ``board`` int64 [B, 77] and ``actions`` int64 [B, N] and return
 ``log_probs`` float32 [B, N, K]; state-value and behavioural-cloning graphs
-take ``board`` and return [B, K]. All three layouts are supported.
+take ``board`` and return [B, K]. All three layouts are supported, and the
+learned attention bias (``attention_bias``) of the layouts that have one.
 
 Protobuf field numbers follow ``onnx/onnx.proto`` (IR version 8, opset 17).
 """
@@ -190,7 +191,10 @@ class _Net:
         q = self.heads(self.linear(x, prefix + ".q"))
         k = self.heads(self.linear(x, prefix + ".k"), keys=True)
         v = self.heads(self.linear(x, prefix + ".v"))
-        probs = g.op("Softmax", g.op("Mul", g.op("MatMul", q, k), self.scale()), axis=-1)
+        scores = g.op("Mul", g.op("MatMul", q, k), self.scale())
+        if self.cfg.attention_bias:
+            scores = g.op("Add", scores, self.w(prefix + ".token_bias"))                # + [H, T, T]
+        probs = g.op("Softmax", scores, axis=-1)
         return self.linear(self.merge(g.op("MatMul", probs, v)), prefix + ".o")
 
     def attention_shared(self, board: str, moves: str, prefix: str) -> tuple[str, str]:
@@ -273,6 +277,8 @@ class _Net:
         return g.op("Reshape", out, shape)
 
     def build_shared(self, seq: str) -> str:
+        if self.cfg.attention_bias:
+            raise ValueError("the shared_board layout has no attention bias")
         board = self.embed(seq, 0, 78)
         moves = self.embed("actions", 78, 1)                                        # [B, N, D]
         for i in range(self.cfg.num_layers):

@@ -14,7 +14,9 @@ Whatever plays the games, the results are computed here from the games
 themselves (:mod:`neuralengine.benchmarks.elo`): Elo with a 95 % interval
 (trinomial, and pentanomial from the colour-swapped pairs), LOS, draw ratio,
 optionally an SPRT, soak figures (illegal moves, time forfeits, crashes,
-the engine's peak memory) and every engine's losses on time. The output folder gets ``match.json``, a plot of
+the engine's peak memory), every engine's losses on time, and a Stockfish check
+of our engine's moves (:mod:`neuralengine.benchmarks.move_check`: the share
+losing more than 0.1/0.2/0.3 win probability). The output folder gets ``match.json``, a plot of
 Elo against each opponent, the PGN and, for the external tools, their log.
 """
 
@@ -386,6 +388,10 @@ def format_summary(report: dict[str, Any]) -> str:
     losses = report.get("time_losses") or {}
     if losses:
         lines.append("  losses on time: " + ", ".join(f"{name} {count}" for name, count in losses.items()))
+    if report.get("move_check"):
+        from neuralengine.benchmarks.move_check import format_report
+
+        lines.append(format_report(report["move_check"]))
     return "\n".join(lines)
 
 
@@ -463,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fastchess", metavar="PATH", help="fastchess executable")
     g.add_argument("--time-margin", type=float, default=0.05,
                    help="seconds an engine may overstep its clock before it forfeits (default 0.05)")
+    g.add_argument("--check-depth", type=int, default=10, metavar="DEPTH",
+                   help="check each of our engine's moves with Stockfish at this depth and report the share "
+                        "losing more than 0.1/0.2/0.3 win probability and the first blunder's median ply "
+                        "(default 10; 0: no check)")
     g.add_argument("--out", help="output folder (default matches/DATE-TIME)")
     g.add_argument("--pgn", help="PGN file of the games (default OUT/games.pgn)")
     g.add_argument("--dry-run", action="store_true", help="print the tool's command line and stop")
@@ -602,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.sprt is not None and len(opponents) != 1:
             raise ValueError("--sprt needs exactly one opponent")
         command = build_command(tool, executable, [ours] + opponents, settings) if executable else None
+        if args.check_depth < 0:
+            raise ValueError("--check-depth must not be negative")
     except (ValueError, OpeningsError) as exc:
         print(f"match: {exc}", file=err)
         return 2
@@ -663,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
         "pgn": settings.pgn_out.name if settings.pgn_out else None,
         "record": run_record(args.weights if args.weights else None),
     }
+    if args.check_depth:
+        report["move_check"] = _check_moves(args, ours.name, settings.pgn_out)
     (out / "match.json").write_text(json.dumps(elo_maths.jsonable(report), indent=2) + "\n", encoding="utf-8")
     plot = plot_elo(rows, ours.name, f"{ours.name}, tc {settings.tc}, {len(games)} games", out / "elo.png")
     print(format_summary(report))
@@ -671,6 +685,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"match: {tool} exited with code {exit_code}; see {out / (tool + '.log')}", file=err)
         return 1
     return 0
+
+
+def _check_moves(args: argparse.Namespace, ours: str, pgn: Path | None) -> dict[str, Any]:
+    """The Stockfish check of our moves (:mod:`neuralengine.benchmarks.move_check`), or why it was skipped."""
+    from neuralengine.benchmarks.move_check import check_games
+    from neuralengine.data.stockfish import EngineError, resolve_engine
+
+    if pgn is None or not pgn.is_file():
+        return {"skipped": "no PGN of the games"}
+    try:
+        return check_games(pgn, ours, resolve_engine(args.stockfish), args.check_depth, progress=not args.quiet)
+    except EngineError as exc:
+        return {"skipped": str(exc)}
 
 
 def _run_builtin(ours: EngineSpec, opponents: list[EngineSpec], s: MatchSettings,

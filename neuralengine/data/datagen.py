@@ -1,8 +1,10 @@
 """``neuralengine datagen``: positions for annotation.
 
 Positions come from Stockfish self-play at mixed strengths
-(:mod:`neuralengine.data.selfplay`) and from PGN or EPD files given on the
-command line (a Lichess database dump, for example). The output folder gets
+(:mod:`neuralengine.data.selfplay`: with optional random moves in a ply
+window and injected blunders, and on-policy games in which a neuralengine
+model plays) and from PGN or EPD files given on the command line (a Lichess
+database dump, for example). The output folder gets
 
 * ``train.fen`` and ``test.fen``: positions files (``FEN<TAB>GAME_ID`` per
   line, see :mod:`neuralengine.data.positions`), split by game with a hash of
@@ -34,7 +36,7 @@ import chess.pgn
 from neuralengine.atomic import write_bytes, write_text
 from neuralengine.data.positions import PositionError, format_position, is_position_line, parse_position
 from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, sigterm_interrupts
-from neuralengine.data.selfplay import POLICIES, SelfPlayConfig, game_id, play_games
+from neuralengine.data.selfplay import MIXED, POLICIES, SELF, SelfPlayConfig, game_id, play_games
 from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
 
@@ -215,6 +217,15 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _opponents(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [v for v in values if v not in (SELF, MIXED) and not v.isdigit()]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"expected UCI_Elo levels, '{SELF}' and/or '{MIXED}', comma-separated, "
+                                         f"got {text!r}")
+    return values
+
+
 def _policies(text: str) -> tuple[str, ...]:
     values = tuple(x for x in text.split(",") if x)
     bad = [v for v in values if v not in POLICIES]
@@ -266,15 +277,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--multipv", type=int, default=5, help="moves sampled among by the multipv chooser (default 5)")
     sp.add_argument("--temperatures", type=_floats, default=(0.02, 0.05, 0.1, 0.2),
                     help="win-probability softmax temperatures, one drawn per side (default 0.02,0.05,0.1,0.2)")
+    sp.add_argument("--opening-temperature", type=float, metavar="T",
+                    help="multipv sides use this temperature for the first --opening-plies plies of each game "
+                         "(default: none, the side's own temperature throughout)")
+    sp.add_argument("--opening-plies", type=_range, default=(2, 8), metavar="A-B",
+                    help="plies of --opening-temperature, drawn per game (default 2-8)")
     sp.add_argument("--skill", type=_range, default=(0, 19), help="Skill Level range (default 0-19)")
     sp.add_argument("--elo", type=_range, default=(1350, 2850), help="UCI_Elo range (default 1350-2850)")
     sp.add_argument("--random-plies", type=_range, default=(0, 6),
                     help="uniformly random opening plies, drawn per game (default 0-6)")
+    sp.add_argument("--random-moves", type=int, default=0, metavar="N",
+                    help="random moves per game, at N plies drawn within --random-window (Stockfish's generator "
+                         "plays 5 in plies 1-24; default 0: none)")
+    sp.add_argument("--random-window", type=_range, default=(1, 24), metavar="A-B",
+                    help="plies (counted from the game's start, the first move is ply 1) where the random moves "
+                         "fall (default 1-24)")
+    sp.add_argument("--random-top-k", type=int, default=0, metavar="K",
+                    help="a random move is drawn uniformly among Stockfish's top K moves (default 0: among all "
+                         "legal moves)")
+    sp.add_argument("--blunder-rate", type=float, default=0.0, metavar="P",
+                    help="chance per ply of playing a blunder, while neither side is decided (default 0: never)")
+    sp.add_argument("--blunder-loss", type=float, default=0.3, metavar="X",
+                    help="a blunder loses at least this much win probability (default 0.3)")
+    sp.add_argument("--blunder-after", type=int, default=8, metavar="PLY",
+                    help="no blunder before this ply (default 8)")
     sp.add_argument("--book", help="opening book (PGN: end of each game; EPD/FEN: each line); games start there")
     sp.add_argument("--max-plies", type=int, default=300, help="longest game in plies (default 300)")
     sp.add_argument("--adjudicate", type=int, default=8,
                     help="stop a game after this many plies with the result decided (0: never; default 8)")
     sp.add_argument("--hash", type=int, default=16, dest="hash_mb", help="Stockfish hash, MB (default 16)")
+    op = p.add_argument_group("on-policy games (a model plays one or both sides)")
+    op.add_argument("--on-policy", action="store_true",
+                    help="the model plays one side (drawn per game) against Stockfish at a UCI_Elo drawn from "
+                         "--model-opponents, or itself; every position met is written")
+    op.add_argument("--model", metavar="WEIGHTS", help="the model of --on-policy: a weights file or model name "
+                                                       "(default: the shipped model)")
+    op.add_argument("--model-opponents", type=_opponents, default=("1350", "1600", "2000", SELF), metavar="LIST",
+                    help="opponents drawn per game: UCI_Elo levels, 'self' (the model) and 'mixed' (a Stockfish side "
+                         "drawn as in plain self-play from --policies) (default 1350,1600,2000,self)")
+    op.add_argument("--model-temperature", type=float, default=0.0, metavar="T",
+                    help="the model samples its moves at this temperature (default 0: its best move)")
     fp = p.add_argument_group("positions from files")
     fp.add_argument("--per-game", type=int, default=0, help="positions sampled per game (default 0: all)")
     fp.add_argument("--min-ply", type=int, default=0, help="skip the first plies of each game (default 0)")
@@ -295,6 +337,23 @@ def _check(args: argparse.Namespace) -> str | None:
         value = getattr(args, name)
         if value is not None and value < 1:
             return f"--{name.replace('_mb', '').replace('_', '-')} must be at least 1"
+    for name in ("random_moves", "random_top_k", "blunder_after"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must not be negative"
+    if args.random_moves and args.random_window[0] < 1:
+        return "--random-window counts plies from 1 (the first move)"
+    if not 0.0 <= args.blunder_rate <= 1.0:
+        return "--blunder-rate must be between 0 and 1"
+    if not 0.0 < args.blunder_loss <= 1.0:
+        return "--blunder-loss must be above 0 and at most 1"
+    if args.opening_temperature is not None and args.opening_temperature < 0:
+        return "--opening-temperature must not be negative"
+    if args.model_temperature < 0:
+        return "--model-temperature must not be negative"
+    if (args.model or args.model_temperature) and not args.on_policy:
+        return "--model and --model-temperature need --on-policy"
+    if args.on_policy and not args.games:
+        return "--on-policy plays games: give --games N"
     for path in args.inputs + ([args.book] if args.book else []):
         if not Path(path).is_file():
             return f"no such file: {path}"
@@ -303,6 +362,20 @@ def _check(args: argparse.Namespace) -> str | None:
     if existing and not (args.resume or args.force):
         return f"{existing[0]} exists; use --resume to continue or --force to overwrite"
     return None
+
+
+def _model_path(name: str | None) -> str:
+    """The weights file of ``--model`` (default: the shipped model), or a ``datagen: ...`` message."""
+    from neuralengine.deepmind import resolve_weights
+    from neuralengine.paths import default_weights
+    from neuralengine.weights import WeightsError, read_metadata
+
+    try:
+        path = str(resolve_weights(name)) if name else str(default_weights())
+        read_metadata(path)
+    except (WeightsError, OSError, ValueError) as exc:
+        return f"datagen: --model: {exc}"
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if missing:
             print(f"datagen: {engine_name} lacks the options {missing}; self-play needs Stockfish", file=sys.stderr)
+            return 2
+    model = None
+    if args.on_policy:
+        model = _model_path(args.model)
+        if model.startswith("datagen: "):
+            print(model, file=sys.stderr)
             return 2
     out = Path(args.out)
     writer = PositionWriter(out, args.test_fraction, resume=args.resume)
@@ -365,7 +444,12 @@ def main(argv: list[str] | None = None) -> int:
                                  temperatures=args.temperatures, skill_range=args.skill, elo_range=args.elo,
                                  random_plies=args.random_plies, max_plies=args.max_plies,
                                  adjudicate_plies=args.adjudicate, hash_mb=args.hash_mb,
-                                 book=tuple(load_book(Path(args.book))) if args.book else ())
+                                 book=tuple(load_book(Path(args.book))) if args.book else (),
+                                 random_moves=args.random_moves, random_window=args.random_window,
+                                 random_top_k=args.random_top_k, blunder_rate=args.blunder_rate,
+                                 blunder_loss=args.blunder_loss, blunder_after=args.blunder_after, model=model,
+                                 model_opponents=args.model_opponents, model_temperature=args.model_temperature,
+                                 opening_temperature=args.opening_temperature, opening_plies=args.opening_plies)
             if args.book and not cfg.book:
                 print(f"datagen: no usable positions in the book {args.book}", file=sys.stderr)
                 return 2
@@ -380,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             before = dict(writer.counts)
             reasons: dict[str, int] = {}
             sides: dict[str, int] = {}
+            injected = {"random_moves": 0, "blunders": 0}
             games = play_games(command, cfg, args.games, backend, writer.games_seen, progress=bar,
                                postfix=lambda _: f"{writer.counts['train'] + writer.counts['test']} positions")
             try:
@@ -388,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                     reasons[game.reason] = reasons.get(game.reason, 0) + 1
                     for side in game.sides:
                         sides[side.split()[0]] = sides.get(side.split()[0], 0) + 1
+                    injected["random_moves"] += game.random_moves
+                    injected["blunders"] += game.blunders
             finally:
                 games.close()  # stops the workers
                 bar.close()
@@ -395,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["book"] = args.book and Path(args.book).name
             sources.append({"selfplay": settings, "engine": engine_name, "games": writer.counts["games"]
                             - before["games"], "positions": sum(writer.counts[s] - before[s] for s in SPLITS),
-                            "endings": reasons, "sides_by_policy": sides})
+                            "endings": reasons, "sides_by_policy": sides, **injected})
     except KeyboardInterrupt:
         return interrupt_exit("datagen", "rerun with --resume to continue")
     except EngineError as exc:

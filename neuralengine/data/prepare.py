@@ -50,6 +50,7 @@ import numpy as np
 
 from neuralengine.atomic import atomic_folder, write_text
 from neuralengine.data.digests import DigestSet, digest
+from neuralengine.data.only_move import ONLY_MOVE_MARGIN, is_only_move
 from neuralengine.data.shards import SUFFIX, Position, Shard, write_shard
 from neuralengine.data.text import FormatError, is_test_game, iter_games, open_text, parse_line, position_key, \
     to_position
@@ -160,6 +161,9 @@ class Stats:
     duplicates: int = 0
     test_overlap_dropped: int = 0
     no_moves: int = 0
+    #: Only-move positions (:mod:`neuralengine.data.only_move`) written to each split.
+    train_only_move: int = 0
+    test_only_move: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -232,9 +236,16 @@ def prepare(sources: Sequence[Source], out: Path, test_fraction: float = 0.02, s
                                               for s in sources)
         if stats.test == 0 and wants_test:
             stats.warnings.append(_no_test_positions(stats, test_fraction))
-        summary = {**stats.__dict__, "sources": described}
+        summary = {**stats.__dict__, "only_move": only_move_summary(stats), "sources": described}
         write_text(folder / SUMMARY, json.dumps(summary, indent=1) + "\n")
     return stats
+
+
+def only_move_summary(stats: Stats) -> dict[str, Any]:
+    """The only-move share of each split written, for ``prepare.json`` and the printed summary."""
+    return {"margin": ONLY_MOVE_MARGIN,
+            "train_share": stats.train_only_move / stats.train if stats.train else 0.0,
+            "test_share": stats.test_only_move / stats.test if stats.test else 0.0}
 
 
 def _no_test_positions(stats: Stats, test_fraction: float) -> str:
@@ -289,6 +300,7 @@ def _convert(sources: Sequence[Source], out: Path, test_fraction: float, shard_s
                 seen.add(key_digest)
                 if split == "train":
                     stats.train += 1
+                    stats.train_only_move += is_only_move(position.win_probs)
                     train.add(position)
                 else:
                     waiting_digests.append(key_digest)
@@ -305,8 +317,10 @@ def _convert(sources: Sequence[Source], out: Path, test_fraction: float, shard_s
             if waiting_digests[index] in train_seen:
                 stats.test_overlap_dropped += 1
             else:
-                test.add(_copy(shard, i))
+                position = _copy(shard, i)
+                test.add(position)
                 stats.test += 1
+                stats.test_only_move += is_only_move(position.win_probs)
             index += 1
         del shard  # unmapped before its folder goes
     test.flush()
@@ -397,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({stats.duplicates} duplicates, {stats.test_overlap_dropped} test positions also in train dropped"
           + (f", skipped {stats.skipped}" if stats.skipped else "") + f") -> {len(stats.shards)} shards in {out}",
           file=sys.stderr)
+    shares = only_move_summary(stats)
+    print(f"prepare: only-move positions (best move ahead of the second by more than {ONLY_MOVE_MARGIN:g}): "
+          f"train {100 * shares['train_share']:.1f} % ({stats.train_only_move}), "
+          f"test {100 * shares['test_share']:.1f} % ({stats.test_only_move})", file=sys.stderr)
     return 0
 
 

@@ -8,9 +8,32 @@ Each game draws its own settings from a seeded random generator:
 
   - ``multipv``: full strength with ``MultiPV`` K; the move is drawn from a
     softmax over the K moves' win probabilities (Lichess formula) with a
-    per-side temperature;
+    per-side temperature (optionally ``opening_temperature`` instead for the
+    first plies of the game, their number drawn per game from
+    ``opening_plies``);
   - ``skill``: Stockfish's own weakening with a random ``Skill Level``;
   - ``elo``: ``UCI_LimitStrength`` with a random ``UCI_Elo``.
+
+Two ways of putting mistakes into the games, both off by default:
+
+* random moves, as Stockfish's own training-data generator makes them: a
+  number of plies drawn per game within a ply window (``random_moves`` in
+  ``random_window``, plies counted from the game's start, the first move
+  being ply 1) each play a uniformly random legal move, or one drawn
+  uniformly among Stockfish's top ``random_top_k`` moves;
+* blunders: from ply ``blunder_after`` on, with chance ``blunder_rate`` per
+  ply and only while neither side is decided (best win probability between
+  :data:`UNDECIDED` bounds), a move losing at least ``blunder_loss`` win
+  probability is played, drawn uniformly among such moves (all legal moves
+  scored by one search). The next position holds something to punish.
+
+On-policy games (``model`` set): a neuralengine model plays one side, chosen
+at random, against Stockfish at a ``UCI_Elo`` drawn from ``model_opponents``,
+or a Stockfish side drawn as in plain self-play (``"mixed"``), or both sides
+(``"self"``), through :class:`neuralengine.engine.Engine`; every
+position met is kept, those where the model is to move included, so the
+annotated positions are the ones the model actually reaches. Random moves
+apply to every side; blunders only to Stockfish sides.
 
 A game ends on checkmate, stalemate, insufficient material, a claimable draw
 (threefold repetition, fifty moves), a ply limit, or once the side to move
@@ -37,6 +60,14 @@ from neuralengine.data.stockfish import EngineError, EngineSlot, Stockfish, Stoc
 from neuralengine.data.text import score_to_win_prob
 
 POLICIES = ("multipv", "skill", "elo")
+#: The move chooser of a model's side in on-policy games.
+MODEL = "model"
+#: An on-policy opponent that is the model itself.
+SELF = "self"
+#: An on-policy opponent drawn as a plain self-play side (``policies``, ``temperatures``, ...).
+MIXED = "mixed"
+#: Blunders are played only while the best win probability lies strictly between these.
+UNDECIDED = (0.03, 0.97)
 
 
 @dataclass
@@ -56,6 +87,17 @@ class SelfPlayConfig:
     adjudicate_plies: int = 8
     hash_mb: int = 16
     book: Sequence[str] = field(default_factory=tuple)
+    random_moves: int = 0
+    random_window: tuple[int, int] = (1, 24)
+    random_top_k: int = 0
+    blunder_rate: float = 0.0
+    blunder_loss: float = 0.3
+    blunder_after: int = 8
+    model: str | None = None
+    model_opponents: tuple[str, ...] = ("1350", "1600", "2000", SELF)
+    model_temperature: float = 0.0
+    opening_temperature: float | None = None
+    opening_plies: tuple[int, int] = (2, 8)
 
     @property
     def go(self) -> str:
@@ -72,6 +114,8 @@ class SideSettings:
     temperature: float = 0.0
 
     def describe(self) -> str:
+        if self.policy == MODEL:
+            return MODEL
         if self.policy == "multipv":
             return f"multipv T={self.temperature:g}"
         return f"skill {self.skill}" if self.policy == "skill" else f"elo {self.elo}"
@@ -86,6 +130,8 @@ class SelfPlayGame:
     result: str
     reason: str
     sides: tuple[str, str]
+    random_moves: int = 0
+    blunders: int = 0
 
 
 def game_id(seed: int, index: int) -> str:
@@ -99,6 +145,83 @@ def draw_side(rng: random.Random, cfg: SelfPlayConfig) -> SideSettings:
     if policy == "elo":
         return SideSettings(policy, elo=rng.randint(*cfg.elo_range))
     return SideSettings(policy, temperature=rng.choice(cfg.temperatures))
+
+
+def draw_sides(rng: random.Random, cfg: SelfPlayConfig) -> dict[bool, SideSettings]:
+    """Both sides' settings for one game: two drawn Stockfish sides, or an on-policy pairing."""
+    if cfg.model is None:
+        return {chess.WHITE: draw_side(rng, cfg), chess.BLACK: draw_side(rng, cfg)}
+    opponent = rng.choice(cfg.model_opponents)
+    if opponent == SELF:
+        return {chess.WHITE: SideSettings(MODEL), chess.BLACK: SideSettings(MODEL)}
+    model_colour = rng.choice([chess.WHITE, chess.BLACK])
+    other = draw_side(rng, cfg) if opponent == MIXED else SideSettings("elo", elo=int(opponent))
+    return {model_colour: SideSettings(MODEL), not model_colour: other}
+
+
+_MODELS: dict[tuple[str, float], Any] = {}
+
+
+def model_engine(path: str, temperature: float) -> Any:
+    """The :class:`neuralengine.engine.Engine` of a weights file, opened once per process (one thread)."""
+    key = (path, temperature)
+    if key not in _MODELS:
+        from neuralengine.engine import Engine
+
+        _MODELS[key] = Engine.open(path, threads=1, warm_up=False, temperature=temperature)
+    return _MODELS[key]
+
+
+def uniform_move(board: chess.Board, rng: random.Random) -> chess.Move:
+    """A uniformly random legal move (the board has one)."""
+    return rng.choice(list(board.legal_moves))
+
+
+def multipv_go(cfg: SelfPlayConfig, count: int) -> str:
+    """The limit of a search for ``count`` lines: the depth, or the node budget of one move per line."""
+    return f"depth {cfg.depth}" if cfg.depth else f"nodes {(cfg.nodes or 10_000) * max(1, count)}"
+
+
+def scored_moves(engine: Stockfish, start_fen: str, go: str, played: Sequence[str], count: int) -> list[tuple[str, float]]:
+    """Stockfish's top ``count`` moves at full strength with their win probabilities, best first (a line
+    the search did not reach is left out)."""
+    configure(engine, SideSettings("multipv"), count)
+    result = engine.search(start_fen, go, played)
+    return [(line.move, score_to_win_prob(line.score)) for _, line in sorted(result.lines.items())]
+
+
+def random_plies(rng: random.Random, cfg: SelfPlayConfig) -> set[int]:
+    """The plies of one game that play a random move (Stockfish's generator: N plies in a window)."""
+    lo, hi = cfg.random_window
+    plies = range(lo, hi + 1)
+    return set(rng.sample(plies, min(cfg.random_moves, len(plies)))) if cfg.random_moves else set()
+
+
+def random_move(engine: Stockfish, board: chess.Board, cfg: SelfPlayConfig, start_fen: str, played: Sequence[str],
+                rng: random.Random) -> chess.Move:
+    """A uniformly random legal move, or one of Stockfish's top ``random_top_k`` moves."""
+    if cfg.random_top_k:
+        lines = scored_moves(engine, start_fen, multipv_go(cfg, cfg.random_top_k), played, cfg.random_top_k)
+        legal = [chess.Move.from_uci(m) for m, _ in lines if chess.Move.from_uci(m) in board.legal_moves]
+        if legal:
+            return rng.choice(legal)
+    return uniform_move(board, rng)
+
+
+def blunder_move(engine: Stockfish, board: chess.Board, cfg: SelfPlayConfig, start_fen: str,
+                 played: Sequence[str], rng: random.Random) -> chess.Move | None:
+    """A move losing at least ``cfg.blunder_loss`` win probability, drawn uniformly among all such moves of
+    one search that scores every legal move; ``None`` when the position is decided or has no such move."""
+    count = board.legal_moves.count()
+    lines = scored_moves(engine, start_fen, multipv_go(cfg, count), played, count)
+    if not lines:
+        return None
+    best = max(p for _, p in lines)
+    if not UNDECIDED[0] < best < UNDECIDED[1]:
+        return None
+    losing = [chess.Move.from_uci(m) for m, p in lines if best - p >= cfg.blunder_loss]
+    losing = [m for m in losing if m in board.legal_moves]
+    return rng.choice(losing) if losing else None
 
 
 def configure(engine: Stockfish, side: SideSettings, multipv: int) -> None:
@@ -141,13 +264,20 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
         if not moves:
             break
         fens.append(board.fen())
-        board.push(rng.choice(moves))
-    sides = {chess.WHITE: draw_side(rng, cfg), chess.BLACK: draw_side(rng, cfg)}
+        board.push(uniform_move(board, rng))
+    sides = draw_sides(rng, cfg)
+    # Drawn only when asked for, so that games without them are the games they always were.
+    randoms = random_plies(rng, cfg)
+    opening = rng.randint(*cfg.opening_plies) if cfg.opening_temperature is not None else 0
+    model = model_engine(cfg.model, cfg.model_temperature) if cfg.model is not None else None
+    if model is not None:
+        model.rng.seed(f"{cfg.seed}/{index}/model")
     start_fen = board.fen()
     played: list[str] = []
     engine.new_game()
     decided = 0
     reason = ""
+    made_random = blunders = 0
     while True:
         outcome = board.outcome(claim_draw=True)
         if outcome is not None:
@@ -158,28 +288,47 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
             break
         fens.append(board.fen())
         side = sides[board.turn]
-        configure(engine, side, cfg.multipv)
-        result = engine.search(start_fen, cfg.go, played)
-        if side.policy == "multipv":
-            uci, best = sample_move(result, side.temperature, rng)
-        else:
-            uci = result.bestmove
-            first = result.lines.get(1)
-            best = score_to_win_prob(first.score) if first is not None else None
-        move = chess.Move.from_uci(uci) if uci else None
+        ply = len(board.move_stack) + 1
+        move: chess.Move | None = None
+        best: float | None = None
+        if ply in randoms:
+            move = random_move(engine, board, cfg, start_fen, played, rng)
+            made_random += 1
+        elif (cfg.blunder_rate and side.policy != MODEL and ply >= cfg.blunder_after
+              and rng.random() < cfg.blunder_rate):
+            move = blunder_move(engine, board, cfg, start_fen, played, rng)
+            blunders += move is not None
+        if move is None and side.policy == MODEL:
+            assert model is not None
+            choice = model.choose_move(board)
+            move = choice.bestmove
+            best = choice.ranked[0].win_prob if choice.ranked else None
+        elif move is None:
+            configure(engine, side, cfg.multipv)
+            result = engine.search(start_fen, cfg.go, played)
+            if side.policy == "multipv":
+                hot = ply <= opening and cfg.opening_temperature is not None
+                uci, best = sample_move(result, cfg.opening_temperature if hot else side.temperature, rng)
+            else:
+                uci = result.bestmove
+                first = result.lines.get(1)
+                best = score_to_win_prob(first.score) if first is not None else None
+            move = chess.Move.from_uci(uci) if uci else None
         if move is None or move not in board.legal_moves:
             # A weakened engine never plays an illegal move; this guards against odd engines.
-            move = rng.choice(list(board.legal_moves))
-            uci = move.uci()
-        decided = decided + 1 if best is not None and (best > 0.99 or best < 0.01) else 0
+            move = uniform_move(board, rng)
+        if best is not None:
+            decided = decided + 1 if best > 0.99 or best < 0.01 else 0
+        elif ply not in randoms and side.policy != MODEL:
+            decided = 0
         if cfg.adjudicate_plies and decided >= cfg.adjudicate_plies:
             reason = "adjudicated"
             break
         board.push(move)
-        played.append(uci)
+        played.append(move.uci())
     outcome = board.outcome(claim_draw=True)
     return SelfPlayGame(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
-                      (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()))
+                        (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()), made_random, blunders)
 
 
 def play_with_restarts(slot: EngineSlot, cfg: SelfPlayConfig, index: int, attempts: int = 4,

@@ -148,20 +148,22 @@ def init_config(path: str) -> ModelConfig:
 
 def init_architecture(path: str, preset_name: str | None = None, attention: str | None = None,
                       layers: int | None = None, dim: int | None = None,
-                      heads: int | None = None) -> dict[str, Any]:
+                      heads: int | None = None, attention_bias: bool = False) -> dict[str, Any]:
     """The architecture of a run that starts from ``path``, as
     :class:`~neuralengine.train.loop.TrainConfig` fields.
 
     The ``--init`` model's architecture, with what the command line names
     instead: ``attention`` another layout (a shared-board encoder can seed a
     board-head model), ``preset_name`` other sizes, and ``layers``, ``dim``
-    and ``heads`` single sizes. A width that differs from the init model's
+    and ``heads`` single sizes; ``attention_bias`` adds the learned attention
+    bias (kept when the init model has it; it starts at zero, so the new model
+    first computes what the init model did). A width that differs from the init model's
     would leave none of its weights usable, so it raises :class:`InitError`.
     """
     src = init_config(path)
     sizes = PRESETS[preset_name] if preset_name else (src.num_layers, src.embed_dim, src.num_heads)
     chosen = {"attention": attention or src.attention, "layers": layers or sizes[0], "dim": dim or sizes[1],
-              "heads": heads or sizes[2]}
+              "heads": heads or sizes[2], "attention_bias": attention_bias or src.attention_bias}
     if chosen["dim"] != src.embed_dim:
         asked = f"--dim {dim}" if dim else f"--preset {preset_name}"
         raise InitError(f"{path} is a {src.num_layers}-layer model of width {src.embed_dim}, but {asked} asks for "

@@ -7,9 +7,9 @@ import argparse
 import json
 import sys
 
-from neuralengine.config import ATTENTIONS, PRESETS
+from neuralengine.config import ATTENTIONS, BOARD_ONCE, PRESETS, ConfigError
 from neuralengine.train.checkpoint import InitError, init_architecture
-from neuralengine.train.loop import TrainConfig, train
+from neuralengine.train.loop import TrainConfig, model_config, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int)
     p.add_argument("--attention", choices=ATTENTIONS,
                    help="layout (default: shared_board, or the --init model's)")
+    p.add_argument("--attention-bias", action="store_true",
+                   help="a learned additive attention bias per head over the tokens ([heads, T, T] in every "
+                        "layer; full and board_head layouts); kept when the --init model has it")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--batch-size", type=int, default=64,
                    help="positions per step (shared_board) or action values per step (full)")
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the ranking loss over each position's moves (0: off)")
     p.add_argument("--rank-temperature", type=float, default=0.05,
                    help="softmax temperature of the ranking loss, in win-probability units")
+    p.add_argument("--only-move-oversample", type=float, default=1.0, metavar="F",
+                   help="draw only-move positions (best move ahead of the second by more than 0.2 win "
+                        "probability) F times as often as the others (default 1: uniform; board-once layouts)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch default)")
     p.add_argument("--eval-every", type=int, default=500)
@@ -66,15 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     fields = {f for f in TrainConfig.__dataclass_fields__}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if not args.only_move_oversample > 0:
+        print("neuralengine train: --only-move-oversample must be a positive factor", file=sys.stderr)
+        return 2
     try:
         if args.init:
             # The init model's architecture, with what the flags name instead.
             values.update(init_architecture(args.init, args.preset, args.attention, args.layers, args.dim,
-                                            args.heads))
-        result = train(TrainConfig(**values), progress=not args.quiet)
+                                            args.heads, args.attention_bias))
+        tc = TrainConfig(**values)
+        cfg = model_config(tc)
     except InitError as exc:
         print(f"neuralengine train: --init: {exc}", file=sys.stderr)
         return 2
+    except ConfigError as exc:
+        print(f"neuralengine train: {exc}", file=sys.stderr)
+        return 2
+    if tc.only_move_oversample != 1.0 and cfg.attention not in BOARD_ONCE:
+        print(f"neuralengine train: --only-move-oversample needs a layout that reads whole positions "
+              f"({', '.join(BOARD_ONCE)}); {cfg.attention} draws single action values", file=sys.stderr)
+        return 2
+    result = train(tc, progress=not args.quiet)
     if "final_metrics" in result:  # rank 0 (or a single process) reports
         print(json.dumps({k: result[k] for k in ("weights", "step", "final_metrics")}, indent=2))
     return 0

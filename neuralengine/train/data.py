@@ -14,6 +14,7 @@ import numpy as np
 
 from neuralengine.config import BOARD_ONCE
 from neuralengine.data.augment import mirror_actions, mirror_boards
+from neuralengine.data.only_move import only_move_flags
 from neuralengine.data.shards import SUFFIX, Shard, StackedRows
 
 #: One batch: boards [B, 77], actions [B, N], target win probabilities [B, N], mask [B, N].
@@ -40,6 +41,14 @@ class ActionValueData:
         self.actions = StackedRows([s.actions for s in shards], dtype=np.int64)
         self.win_probs = StackedRows([s.win_probs for s in shards], dtype=np.float32)
         self.sources = [dict(s.metadata) for s in shards]
+        self._only_move: np.ndarray | None = None
+
+    @property
+    def only_move(self) -> np.ndarray:
+        """Indices of the only-move positions (:mod:`neuralengine.data.only_move`), found on first use."""
+        if self._only_move is None:
+            self._only_move = np.flatnonzero(only_move_flags(self.offsets, self.win_probs))
+        return self._only_move
 
     def __len__(self) -> int:
         return len(self.boards)
@@ -79,20 +88,41 @@ class ActionValueData:
                 np.ones((count, 1), bool))
 
 
+def sample_positions(data: ActionValueData, count: int, rng: np.random.Generator,
+                     only_move_oversample: float = 1.0) -> np.ndarray:
+    """``count`` position indices drawn uniformly, or with every only-move position
+    ``only_move_oversample`` times as likely as any other position."""
+    if only_move_oversample == 1.0:
+        return rng.integers(0, len(data), count)
+    special = data.only_move
+    others = len(data) - len(special)
+    if not len(special) or not others:
+        return rng.integers(0, len(data), count)
+    weight = only_move_oversample * len(special)
+    pick_special = rng.random(count) < weight / (weight + others)
+    drawn_special = special[rng.integers(0, len(special), count)]
+    # The other positions: the k-th non-only-move index is k plus the only-move indices at or below it.
+    k = rng.integers(0, others, count)
+    drawn_other = k + np.searchsorted(special - np.arange(len(special)), k, side="right")
+    return np.where(pick_special, drawn_special, drawn_other)
+
+
 def training_batch(data: ActionValueData, attention: str, batch_size: int, max_moves: int, flip: float,
-                   seed: int, step: int) -> Batch:
+                   seed: int, step: int, only_move_oversample: float = 1.0) -> Batch:
     """The global batch of ``step``: drawn from ``seed`` and the step number
     alone, so a resumed run, or a run with any number of processes, draws
     exactly the batches an uninterrupted single process would have drawn.
 
     The shared-board layouts take ``batch_size`` whole positions, a share
     ``flip`` of them colour-flipped; the full-attention layout takes the same
-    number of action values as single moves.
+    number of action values as single moves. ``only_move_oversample`` makes
+    only-move positions that many times as likely to be drawn (shared-board
+    layouts; 1 draws every position alike).
     """
     rng = np.random.default_rng([seed, step])
     if attention not in BOARD_ONCE:
         return data.action_batch(batch_size, rng)
-    idx = rng.integers(0, len(data), batch_size)
+    idx = sample_positions(data, batch_size, rng, only_move_oversample)
     boards, acts, probs, mask = data.position_batch(idx, max_moves, rng)
     if flip:
         rows = rng.random(len(idx)) < flip

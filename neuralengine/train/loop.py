@@ -73,6 +73,8 @@ class TrainConfig:
     flip: float = 0.0
     rank_weight: float = 0.0
     rank_temperature: float = 0.05
+    only_move_oversample: float = 1.0
+    attention_bias: bool = False
     device: str = "auto"
     threads: int = 0
     eval_every: int = 500
@@ -89,7 +91,8 @@ def model_config(tc: TrainConfig) -> ModelConfig:
     """The architecture of ``tc``: its preset, with the sizes it names instead."""
     base = preset(tc.preset, attention=tc.attention)
     return ModelConfig(num_layers=tc.layers or base.num_layers, embed_dim=tc.dim or base.embed_dim,
-                       num_heads=tc.heads or base.num_heads, attention=tc.attention, kind=ACTION_VALUE)
+                       num_heads=tc.heads or base.num_heads, attention=tc.attention, kind=ACTION_VALUE,
+                       attention_bias=tc.attention_bias)
 
 
 def lr_at(step: int, tc: TrainConfig, elapsed: float = 0.0) -> float:
@@ -250,6 +253,10 @@ def _no_held_out(tc: TrainConfig, test_paths: list[str]) -> str:
             "a --test-fraction large enough to give the test split some games")
 
 
+def _share(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
 def _ema_model(cfg: ModelConfig, ema: dict[str, torch.Tensor], device: torch.device) -> Transformer:
     model = Transformer(cfg).to(device)
     model.load_state_dict(ema)
@@ -268,6 +275,12 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
     if test is None and ranks.main:
         print(f"train: warning: {_no_held_out(tc, test_paths)}", file=sys.stderr)
     cfg = model_config(tc)
+    if tc.only_move_oversample != 1.0 and ranks.main:
+        special, n = len(data.only_move), len(data)
+        weight = tc.only_move_oversample * special
+        print(f"train: {special} of {n} training positions ({100 * special / max(n, 1):.1f} %) are only-move "
+              f"positions, drawn {tc.only_move_oversample:g} times as often: "
+              f"{100 * weight / max(weight + n - special, 1):.1f} % of the positions trained on", file=sys.stderr)
     model = Transformer(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -316,7 +329,8 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         stop_at = tc.steps if tc.stop_after is None else min(tc.steps, step + tc.stop_after)
         while step < stop_at:
             halt = stop["flag"] or bool(tc.time_limit and elapsed_before + time.monotonic() - t0 > tc.time_limit * 60)
-            batch = training_batch(data, cfg.attention, tc.batch_size, tc.max_moves, tc.flip, tc.seed, step)
+            batch = training_batch(data, cfg.attention, tc.batch_size, tc.max_moves, tc.flip, tc.seed, step,
+                                   tc.only_move_oversample)
             # The global batch is drawn whole on every rank; each trains on its own rows.
             boards, acts, probs, mask = ranks.rows(*batch)
             n_values, n_ranked = int(mask.sum()), int((mask.sum(-1) > 1).sum())
@@ -380,7 +394,8 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
                     export_model(run, cfg, ema, {"trainer": "neuralengine train", "steps": step,
                                                  "partial": True, "metrics": {k: row[k] for k in ("action_accuracy", "kendall_tau")}})
                     print(f"\nstep {step}: held-out loss {row['test_loss']:.4f} action accuracy "
-                          f"{row['action_accuracy']:.3f} tau {row['kendall_tau']:.3f}", file=sys.stderr)
+                          f"{row['action_accuracy']:.3f} (only-move {_share(row['only_move_accuracy'])}, quiet "
+                          f"{_share(row['quiet_accuracy'])}) tau {row['kendall_tau']:.3f}", file=sys.stderr)
                     window_t = time.monotonic()
                 last = row
                 append_metrics(metrics_path, row)
@@ -413,7 +428,7 @@ def _train(tc: TrainConfig, run: Path, ranks: Ranks, device: torch.device, progr
         "data": [Path(d).name for d in tc.data], "data_metadata": data.sources[0] if data.sources else {},
         "train_seconds": round(elapsed, 1), "device": str(device),
         "final_metrics": {k: last.get(k) for k in FINAL if k in last},
-        "flip": tc.flip, "rank_weight": tc.rank_weight, "init": Path(tc.init).name if tc.init else None,
+        "flip": tc.flip, "rank_weight": tc.rank_weight, "only_move_oversample": tc.only_move_oversample, "init": Path(tc.init).name if tc.init else None,
         "processes": ranks.world,
     }
     path = export_model(run, cfg, ema, provenance)

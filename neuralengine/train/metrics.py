@@ -19,6 +19,7 @@ import torch
 
 from neuralengine.atomic import atomic_path
 from neuralengine.config import FULL
+from neuralengine.data.only_move import is_only_move
 from neuralengine.encoding import bucket_values
 from neuralengine.model import Transformer
 from neuralengine.train.data import ActionValueData
@@ -26,10 +27,12 @@ from neuralengine.train.losses import loss_fn
 
 #: The columns of ``metrics.csv``.
 FIELDS = ["step", "train_loss", "lr", "action_values", "av_per_s", "elapsed", "test_loss", "action_accuracy",
-          "kendall_tau", "raw_action_accuracy", "raw_kendall_tau"]
+          "kendall_tau", "raw_action_accuracy", "raw_kendall_tau", "only_move_accuracy", "quiet_accuracy",
+          "only_move_positions"]
 
 #: The held-out measurements a finished run reports as its ``final_metrics``.
-FINAL = ("test_loss", "action_accuracy", "kendall_tau", "raw_action_accuracy", "raw_kendall_tau")
+FINAL = ("test_loss", "action_accuracy", "kendall_tau", "raw_action_accuracy", "raw_kendall_tau",
+         "only_move_accuracy", "quiet_accuracy", "only_move_positions")
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,7 +54,9 @@ def evaluate(model: Transformer, data: ActionValueData, device: torch.device, li
     """Held-out loss, action accuracy and Kendall tau against Stockfish.
 
     A position counts as solved when the predicted best move has Stockfish's
-    best score (several moves can share it, e.g. two mates).
+    best score (several moves can share it, e.g. two mates). The accuracy is
+    also split into only-move positions (:mod:`neuralengine.data.only_move`)
+    and the others ("quiet"); a split with no positions reports NaN.
     """
     model.eval()
     values = torch.as_tensor(bucket_values(model.cfg.num_buckets), dtype=torch.float32, device=device)
@@ -59,6 +64,7 @@ def evaluate(model: Transformer, data: ActionValueData, device: torch.device, li
     idx_all = np.arange(n)
     rng = np.random.default_rng(0)
     hits, taus, losses, weights = 0, [], 0.0, 0
+    only_hits, only_count = 0, 0
     for start in range(0, n, batch):
         idx = idx_all[start : start + batch]
         boards, acts, probs, mask = data.position_batch(idx, 1000, rng)
@@ -77,13 +83,20 @@ def evaluate(model: Transformer, data: ActionValueData, device: torch.device, li
         for row in range(len(idx)):
             m = mask[row]
             p, s = pred[row][m], probs[row][m]
-            hits += int(s[int(np.argmax(p))] >= s.max() - 1e-6)
+            hit = int(s[int(np.argmax(p))] >= s.max() - 1e-6)
+            hits += hit
+            if is_only_move(s):
+                only_hits += hit
+                only_count += 1
             tau = kendall_tau(p, s)
             if not math.isnan(tau):
                 taus.append(tau)
     model.train()
     return {"test_loss": losses / max(weights, 1), "action_accuracy": hits / max(n, 1),
-            "kendall_tau": float(np.mean(taus)) if taus else float("nan"), "test_positions": n}
+            "kendall_tau": float(np.mean(taus)) if taus else float("nan"), "test_positions": n,
+            "only_move_accuracy": only_hits / only_count if only_count else float("nan"),
+            "quiet_accuracy": (hits - only_hits) / (n - only_count) if n > only_count else float("nan"),
+            "only_move_positions": only_count}
 
 
 def rewrite_metrics(path: Path, up_to: int) -> None:

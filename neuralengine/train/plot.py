@@ -17,8 +17,9 @@ NO_MATPLOTLIB = ("metrics.png not drawn: matplotlib is not installed (pip instal
 
 
 def plot_metrics(csv_path: Path, png_path: Path) -> bool:
-    """Draw the losses (left) and the held-out accuracy and Kendall tau (right)
-    of ``csv_path`` into ``png_path``. Returns False, having drawn nothing,
+    """Draw the losses (left) and the held-out accuracy (also split into
+    only-move and quiet positions, where measured) and Kendall tau (right) of
+    ``csv_path`` into ``png_path``. Returns False, having drawn nothing,
     when matplotlib is not installed."""
     try:
         import matplotlib
@@ -41,6 +42,12 @@ def plot_metrics(csv_path: Path, png_path: Path) -> bool:
             ax1.plot([e[0] for e in evals], [e[1] for e in evals], "o-", label="held-out loss")
             ax2.plot([e[0] for e in evals], [e[2] for e in evals], "o-", label="action accuracy")
             ax2.plot([e[0] for e in evals], [e[3] for e in evals], "s-", label="Kendall τ")
+        for key, label, style in (("only_move_accuracy", "accuracy, only-move positions", "^--"),
+                                  ("quiet_accuracy", "accuracy, quiet positions", "v--")):
+            split = [(int(r["step"]), float(r[key])) for r in rows if r.get("test_loss") and r.get(key)]
+            split = [(step, value) for step, value in split if value == value]  # NaN: no such positions
+            if split:
+                ax2.plot([e[0] for e in split], [e[1] for e in split], style, label=label, alpha=0.8)
         ax1.set_xlabel("step")
         ax1.set_ylabel("cross-entropy")
         ax1.legend()
