@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="weights file (the WeightsFile option)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the backend")
+    parser.add_argument("--candidate-model", default="", metavar="WEIGHTS",
+                        help="the fast model that ranks the moves when the weights are too slow for the clock "
+                             "(the CandidateModel option; default: the shipped model)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the int8 (dynamically quantised) graph, for full-attention models (the Int8 option)")
     return parser
 
 
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the UCI loop until ``quit`` or the end of input; returns the exit code."""
     args = build_parser().parse_args([] if argv is None else argv)
     out = Output(protocol_stream())
-    server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256))))
+    server = UciServer(out, make_options(args.weights, args.backend, max(1, min(args.threads, 256)),
+                                         args.candidate_model, args.int8))
     try:
         serve(server, read_lines(sys.stdin.buffer, out))
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ BACKEND_CHOICES = ("auto", "onnx", "torch-cpu", "torch-cuda")
 MAX_TEMPERATURE = 100.0
 
 #: Options whose change needs the weights to be loaded again (lower-case names).
-LOAD_OPTIONS = ("weightsfile", "backend", "threads")
+LOAD_OPTIONS = ("weightsfile", "backend", "threads", "candidatemodel", "int8")
 
 
 @dataclass
@@ -102,10 +102,13 @@ def default_weights_path() -> str:
     return str(default_weights())
 
 
-def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1) -> dict[str, Option]:
+def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1, candidate: str = "",
+                 int8: bool = False) -> dict[str, Option]:
     """The option table, keyed by lower-case name."""
     options = [
         Option("WeightsFile", "string", weights if weights is not None else default_weights_path()),
+        Option("CandidateModel", "string", candidate),
+        Option("Int8", "check", int8),
         Option("Backend", "combo", backend, choices=BACKEND_CHOICES),
         Option("Threads", "spin", threads, 1, 256),
         Option("BatchSize", "spin", 256, 1, 4096),
