@@ -7,8 +7,8 @@ in each position (the engine's rules on, as in play). It reports:
 
 * ``agreement``: the share of positions where both graphs play the same move;
 * ``max_delta``: the largest change of a move's win probability;
-* ``fp32_pos_s`` / ``int8_pos_s``: positions per second of each graph,
-  measured one after the other on the same positions (whole move choices).
+* ``fp32_pos_s`` / ``int8_pos_s``: positions per second of each graph
+  (whole move choices), the two graphs taking turns position by position.
 
 The positions are the first ``--positions`` of the games in the given
 text files (``FEN<TAB>move:score ...``; default: the test suite's two cuts of
@@ -86,17 +86,17 @@ def measure(weights: Path, fens: list[str], threads: int = 1, label: str | None 
     """Play every position with the float32 and the int8 graph of ``weights``."""
     fp32, int8 = _engine(weights, False, threads), _engine(weights, True, threads)
     boards = [chess.Board(fen) for fen in fens]
-    results = {}
-    seconds = {}
-    for name, engine in (("fp32", fp32), ("int8", int8)):
-        chosen = []
-        with Progress(f"{weights.name} {name}", total=len(boards), unit="pos") as bar:
-            start = time.perf_counter()
-            for board in boards:
-                chosen.append(engine.choose_move(board))
-                bar.update()
-            seconds[name] = time.perf_counter() - start
-        results[name] = chosen
+    results: dict[str, list] = {"fp32": [], "int8": []}  # type: ignore[type-arg]
+    seconds = {"fp32": 0.0, "int8": 0.0}
+    # Position by position, one graph after the other: a load that comes and goes on the
+    # machine slows both alike.
+    with Progress(f"{weights.name} fp32/int8", total=len(boards), unit="pos") as bar:
+        for board in boards:
+            for name, engine in (("fp32", fp32), ("int8", int8)):
+                start = time.perf_counter()
+                results[name].append(engine.choose_move(board))
+                seconds[name] += time.perf_counter() - start
+            bar.update()
     same = sum(a.bestmove == b.bestmove for a, b in zip(results["fp32"], results["int8"]))
     delta = 0.0
     for a, b in zip(results["fp32"], results["int8"]):

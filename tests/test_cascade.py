@@ -50,6 +50,8 @@ class TimedScripted(Backend):
     """An action-value backend whose win probability is ``value(action)``; each call advances the clock by
     ``fixed + per_row * rows`` (times the next factor of :attr:`slow`, if any)."""
 
+    name = "scripted"
+
     def __init__(self, name: str, value: Callable[[int], float], clock: FakeClock, fixed: float,
                  per_row: float) -> None:
         super().__init__(preset("tiny"), Path(f"{name}.safetensors"), "0" * 64)
@@ -290,3 +292,108 @@ def test_predicted_seconds_is_the_least_search() -> None:
                                     + 0.003)
     # At 5+3 with 30 s left the share holds the cascade: the budget is the share, not a full evaluation.
     assert time_budget(time_left=30.0, increment=3.0, needed=cascade) == pytest.approx(30 / 30 + 2.25 - 0.03)
+
+
+# --------------------------------------------------------------------------
+# Through the UCI server, on the same fake clock
+# --------------------------------------------------------------------------
+
+
+def uci_session(pair: Pair, candidate: str):  # type: ignore[no-untyped-def]
+    """A UCI server whose WeightsFile ``big`` is the pair's big engine and whose CandidateModel is ``candidate``
+    (``fast``: the pair's fast engine; ``big``: the big model itself, so no fast network)."""
+    from test_uci_server import Factory, Session
+
+    factory = Factory()
+    factory.add("big", pair.engine)
+    factory.add("fast", pair.fast_engine)
+    session = Session(factory, weights="big", clock=pair.clock)
+    session.send(f"setoption name CandidateModel value {candidate}", "uci")
+    session.until("uciok")
+    return session, session.sync()
+
+
+def test_uci_reports_the_cascade() -> None:
+    pair = Pair()
+    session, ready = uci_session(pair, "fast")
+    try:
+        assert ready[-2:] == ["info string fast network for the moves the clock cannot hold: "
+                              f"{pair.fast_engine.describe()}", "readyok"]
+        assert pair.engine.fast is pair.fast_engine
+        session.send("setoption name MultiPV value 20", "position startpos", "go wtime 6000 btime 6000")
+        lines = session.until("bestmove")
+        scored = [a for call in pair.big.calls for a in call]
+        order = fast_order(chess.Board())
+        assert 0 < len(scored) < 20 and scored == order[:len(scored)]
+        notes = [line for line in lines if line.startswith("info string")]
+        assert notes == [f"info string cascade: the full evaluation (1.95 s predicted) does not fit the time; "
+                         f"fast.safetensors ranked the 20 moves and the network scored the first {len(scored)} of "
+                         "its ranking; the lines of the moves it did not score show fast.safetensors's scores"]
+        infos = [line.split() for line in lines if line.startswith("info depth")]
+        assert len(infos) == 20
+        board = chess.Board()
+        for words in infos:
+            action = legal_actions(board)[1].tolist()[legal_actions(board)[0].index(
+                chess.Move.from_uci(words[words.index("pv") + 1]))]
+            model = big_value if action in scored else fast_value
+            assert int(words[words.index("cp") + 1]) == win_prob_to_cp(centre(model(action)))
+            assert words[words.index("nodes") + 1] == str(len(scored))
+        best = max(scored, key=lambda a: (centre(big_value(a)), -a))
+        assert lines[-1] == f"bestmove {legal_actions(board)[0][legal_actions(board)[1].tolist().index(best)].uci()}"
+    finally:
+        session.quit()
+
+
+def test_uci_time_for_everything_prints_exactly_todays_lines() -> None:
+    # The same games' positions with a fast network and without one: with the time
+    # for every full evaluation, every line printed is the same.
+    outputs = []
+    for candidate in ("fast", "big"):
+        pair = Pair()
+        session, _ = uci_session(pair, candidate)
+        assert (pair.engine.fast is not None) == (candidate == "fast")
+        lines = []
+        try:
+            for multipv in (1, 3):
+                session.send(f"setoption name MultiPV value {multipv}")
+                for board in game_positions(12):
+                    session.send(f"position fen {board.fen()}", "go wtime 600000 btime 600000 winc 5000 binc 5000")
+                    lines += session.until("bestmove")
+        finally:
+            session.quit()
+        assert pair.fast.calls == []
+        outputs.append(lines)
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 24
+
+
+# --------------------------------------------------------------------------
+# int8, through the real executable
+# --------------------------------------------------------------------------
+
+
+def test_int8_runs_full_attention_models_and_is_refused_for_the_others(
+        engine_command: list[str], tiny_weights: Path, tiny_shared_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="the int8 graph is made with the onnx package (the torch extra)")
+    import os
+
+    from uci_pipe import Uci, info_fields
+
+    env = dict(os.environ, NEURALENGINE_CACHE=str(tmp_path / "cache"))
+    proc = Uci(engine_command + ["uci", "--weights", str(tiny_weights), "--backend", "onnx", "--int8"], env=env)
+    try:
+        proc.send("uci")
+        assert "option name Int8 type check default true" in proc.until("uciok")
+        lines = proc.ready()
+        assert any(line.startswith("info string loaded") and "backend onnx int8 (cpu)" in line for line in lines)
+        assert list((tmp_path / "cache" / "onnx").glob("*.int8.onnx"))
+        proc.send("position startpos")
+        infos, best = proc.go("go movetime 5000")
+        assert info_fields(next(i for i in infos if i.startswith("info depth")))["nodes"] == "20"
+        assert chess.Move.from_uci(best.split()[1]) in chess.Board().legal_moves
+        # A shared-board model: its int8 graph lost the float32 move too often; refused, with the reason.
+        proc.send(f"setoption name WeightsFile value {tiny_shared_weights}")
+        lines = proc.ready()
+        assert any("int8 is offered only for full-attention models" in line and "shared_board" in line
+                   for line in lines), lines
+    finally:
+        proc.close()

@@ -167,7 +167,7 @@ def open_int8_graph(float_graph: Path, weights_path: Path, sha: str, opts: Any,
         import onnx  # noqa: F401
     except ImportError:
         raise WeightsError("the int8 graph is made with the onnx package: pip install 'neuralengine[torch]'") from None
-    from neuralengine.export import quantize_int8
+    from neuralengine.backends.quantize import quantize_int8
 
     with file_lock(lock_path(cached)):
         if not (cached.is_file() and graph_weights_sha(cached) == sha):
