@@ -397,3 +397,20 @@ def test_int8_runs_full_attention_models_and_is_refused_for_the_others(
                    for line in lines), lines
     finally:
         proc.close()
+
+
+def test_analyse_int8_and_movetime(tiny_weights: Path, tiny_shared_weights: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from neuralengine import analyse
+
+    # int8 is refused for a shared-board model, with the reason and exit code 1.
+    assert analyse.main(["--weights", str(tiny_shared_weights), "--backend", "onnx", "--int8"]) == 1
+    assert "int8 is offered only for full-attention models" in capsys.readouterr().err
+    # A fast model with a time limit: every move scored, by the model itself, as without one.
+    assert analyse.main(["--weights", str(tiny_weights), "--backend", "onnx", "--movetime", "60000"]) == 0
+    timed = capsys.readouterr().out
+    assert analyse.main(["--weights", str(tiny_weights), "--backend", "onnx"]) == 0
+    plain = capsys.readouterr().out
+    assert "for 20 move evaluations" in timed and "cascade" not in timed and "fast " not in timed
+    assert [line for line in timed.splitlines() if not line.startswith("time")] == \
+        [line for line in plain.splitlines() if not line.startswith("time")]

@@ -35,24 +35,37 @@
    temperature ``T`` > 0. In a clearly won position the conversion rule
    orders the winning moves by progress
    (:func:`~neuralengine.engine.rules.conversion_order`). Without a whole
-   evaluation, :meth:`Engine._fallback_choice` plays instead (see below).
+   evaluation, the cascade or the last resort chooses instead (see below).
 5. **Ponder** (:meth:`Engine._ponder_move`): the expected reply, when asked
    for and one more network call fits the deadline.
 
 Time limits are deadlines on :func:`time.monotonic`
 (:class:`~neuralengine.engine.timing.SearchControl`), or on the clock the
-engine is given (the UCI server's), which also times the network calls. One evaluation of all
-candidate moves is the smallest unit of work, and a move is chosen from whole
-evaluations only: the engine keeps an estimate of its latency, and when the
-time left is too short for the evaluation it plays at once a mate in one or
-else a move chosen by :func:`~neuralengine.engine.rules.static_fallback`.
-With ``BatchSize`` below the number of candidates the evaluation takes
-several network calls; should ``stop`` come or the deadline pass between
-them (the latency was mispredicted), the scores of the calls made are
-dropped and the same fallback is played. The engine never plays the best of
-a part of the moves. The draw rules are worked out before the evaluation, so
-that their cost is taken from the same deadline, and their history walk is
-bounded by the half-move clock.
+engine is given (the UCI server's), which also times the network calls. The
+engine keeps an estimate of its latency. When the whole evaluation of the
+candidates fits the time left, it is made (in one call, or in
+``ceil(moves / BatchSize)`` calls) and nothing else happens: that is the
+behaviour of an engine without a fast network. The draw rules are worked out
+before the evaluation, so that their cost is taken from the same deadline,
+and their history walk is bounded by the half-move clock.
+
+When it does not fit and the engine has a fast network (:attr:`Engine.fast`,
+another engine), the **cascade** (:meth:`Engine._cascade`) runs: the fast
+model scores every candidate, and this network scores them in the fast
+model's order, in calls as large as the time left holds, always at least
+the fast model's best :data:`CASCADE_MIN_MOVES`; the move is the best this
+network scored. Each scored move is one evaluation, as in the full
+evaluation, and there is no tree.
+
+The **last resort** (:meth:`Engine._last_resort`), when neither fits or a
+whole evaluation is cut short (``stop``, or the deadline passing between two
+calls of a split evaluation, whose scores in action order are then dropped),
+is the fast network's move: every candidate scored by the fast model (or by
+this engine itself when it is its own fast network), if that is predicted to
+end at most :data:`LAST_RESORT_GRACE` past the deadline. Only without a fast
+network, or when not even its call fits, the engine plays at once a mate in
+one or else a move chosen by
+:func:`~neuralengine.engine.rules.static_fallback`.
 
 Nothing here knows the UCI protocol; :mod:`neuralengine.uci` drives it.
 """
