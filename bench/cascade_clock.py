@@ -24,6 +24,7 @@ It counts the engine's moves that were
 
     nice python bench/cascade_clock.py                          # 270M-shaped, 3+2 5+3 10+5 15+10
     nice python bench/cascade_clock.py --preset 9M --tc 1+0 --json
+    nice python bench/cascade_clock.py --latency earlier.json     # the replay again, without measuring
     pytest bench -k cascade_clock
 """
 
@@ -225,22 +226,28 @@ def replay(engine, clock: FakeClock, games: list[list[str]], tc: str, overhead: 
     return tally
 
 
-def build(big_preset: str, fast_weights: Path, threads: int, folder: Path) -> tuple[dict, object, FakeClock]:  # type: ignore[type-arg]
-    """Measure both models; returns the measurements and the simulated engine with its clock."""
+def build(big_preset: str, fast_weights: Path, threads: int, folder: Path,
+          measured: dict | None = None) -> tuple[dict, object, FakeClock]:  # type: ignore[type-arg]
+    """Measure both models (or take ``measured``, the ``latency`` of an earlier ``--json`` run); returns the
+    measurements and the simulated engine with its clock."""
     from neuralengine.backends.onnx import OnnxBackend
     from neuralengine.benchmarks.speed import write_random_model
     from neuralengine.config import preset
     from neuralengine.engine import Engine
 
     cfg = preset(big_preset, attention="full")
-    print(f"writing a random {big_preset} model ({cfg.num_parameters():,} parameters)...", file=sys.stderr)
-    big_path = write_random_model(folder, cfg)
-    big_backend = OnnxBackend.open(big_path, threads)
-    print(f"timing {len(BIG_ROWS) + 1} calls of the {big_preset} model...", file=sys.stderr)
-    big_line = measure_latency(big_backend, BIG_ROWS)
-    del big_backend
     fast_backend = OnnxBackend.open(fast_weights, threads)
-    fast_line = measure_latency(fast_backend, FAST_ROWS, repeats=5)
+    if measured is None:
+        print(f"writing a random {big_preset} model ({cfg.num_parameters():,} parameters)...", file=sys.stderr)
+        big_path = write_random_model(folder, cfg)
+        big_backend = OnnxBackend.open(big_path, threads)
+        print(f"timing {len(BIG_ROWS) + 1} calls of the {big_preset} model...", file=sys.stderr)
+        big_line = measure_latency(big_backend, BIG_ROWS)
+        del big_backend
+        fast_line = measure_latency(fast_backend, FAST_ROWS, repeats=5)
+    else:
+        big_line = Line(measured["big_fixed_s"], measured["big_per_move_s"], measured["big_samples"])
+        fast_line = Line(measured["fast_fixed_s"], measured["fast_per_move_s"], measured["fast_samples"])
     clock = FakeClock()
     fast = Engine(StandIn(fast_backend, fast_backend.config, clock, fast_line), clock=clock)
     fast.warm_up()
@@ -267,11 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--games", type=int, default=None, help="at most this many games")
     parser.add_argument("--max-plies", type=int, default=None, help="at most this many plies of each game")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    parser.add_argument("--latency", type=Path, help="take the latencies of an earlier --json run instead of "
+                                                         "measuring them again")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     games = read_games(args.data)[:args.games]
+    measured = json.loads(args.latency.read_text())["latency"] if args.latency else None
     with tempfile.TemporaryDirectory() as tmp:
-        info, engine, clock = build(args.preset, args.fast or default_weights(), args.threads, Path(tmp))
+        info, engine, clock = build(args.preset, args.fast or default_weights(), args.threads, Path(tmp), measured)
     rows = [replay(engine, clock, games, tc, max_plies=args.max_plies).summary() for tc in args.tc or DEFAULT_TCS]
     if args.json:
         print(json.dumps({"latency": info, "tcs": rows}, indent=1))

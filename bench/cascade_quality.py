@@ -13,7 +13,8 @@ for machines) and, with ``--plot``, drawn together with the int8 figures of
 ``int8_agreement.py --json`` (``--int8 FILE``).
 
     nice python bench/cascade_quality.py --big weights/candidates/gen4.safetensors \\
-        --fast weights/neuralengine.safetensors --plot docs/cascade.png --int8 int8.json
+        --fast weights/neuralengine.safetensors --json > gen4.json
+    nice python bench/cascade_quality.py --curves gen4.json gen0.json --int8 int8.json --plot docs/cascade.png
     pytest bench -k cascade_quality
 """
 
@@ -74,27 +75,30 @@ def agreement_curve(big_weights: Path, fast_weights: Path, fens: list[str], max_
             "agreement": [a / counted for a in agree]}
 
 
-def plot(curve: dict, int8_rows: list[dict], out: Path) -> None:  # type: ignore[type-arg]
+def plot(curves: list[dict], int8_rows: list[dict], out: Path) -> None:  # type: ignore[type-arg]
+    """The agreement curves (left) and the int8 figures (right, when given) in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = 2 if int8_rows else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.4), squeeze=False)
     ax = axes[0][0]
-    ks = list(range(len(curve["agreement"])))
-    ax.plot(ks, [100 * a for a in curve["agreement"]], marker="o", markersize=3)
-    ax.set_xlabel("moves the big model scores (0: the fast model's move)")
-    ax.set_ylabel("plays the full evaluation's move (%)")
-    ax.set_title(f"Cascade: big {curve['big']}, fast {curve['fast']}\n{curve['positions']} positions of real games",
-                 fontsize=9)
-    ax.set_ylim(0, 101)
+    for curve in curves:
+        shares = curve["agreement"][:21]
+        label = (f"big {curve['big'].replace('.safetensors', '')}, "
+                 f"fast {curve['fast'].replace('.safetensors', '')}")
+        line, = ax.plot(range(len(shares)), [100 * a for a in shares], marker="o", markersize=3, label=label)
+        for k in (0, 3):
+            ax.annotate(f"{100 * shares[k]:.1f} %", (k, 100 * shares[k]), textcoords="offset points",
+                        xytext=(6, -10), fontsize=7, color=line.get_color())
+    ax.set_xlabel("moves the big model scores, in the fast model's order (0: the fast model's move)")
+    ax.set_ylabel("plays the full evaluation's move (% of positions)")
+    ax.set_title(f"Cascade against the full evaluation, {curves[0]['positions']} positions of real games", fontsize=9)
+    ax.set_xticks(range(0, 21, 2))
     ax.grid(alpha=0.3)
-    for k in (1, 3, 8):
-        if k < len(ks):
-            ax.annotate(f"{100 * curve['agreement'][k]:.0f} %", (k, 100 * curve["agreement"][k]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     if int8_rows:
         ax = axes[0][1]
         names = [r["model"].replace(".safetensors", "") for r in int8_rows]
@@ -102,22 +106,25 @@ def plot(curve: dict, int8_rows: list[dict], out: Path) -> None:  # type: ignore
         ax.bar([i - 0.2 for i in x], [r["fp32_pos_s"] for r in int8_rows], width=0.4, label="float32")
         ax.bar([i + 0.2 for i in x], [r["int8_pos_s"] for r in int8_rows], width=0.4, label="int8")
         for i, r in enumerate(int8_rows):
-            ax.annotate(f"{100 * r['agreement']:.1f} % same move\n{r['attention']}", (i, max(r["fp32_pos_s"],
-                        r["int8_pos_s"])), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+            ax.annotate(f"{100 * r['agreement']:.1f} % same move\n{r['attention']}",
+                        (i, max(r["fp32_pos_s"], r["int8_pos_s"])), textcoords="offset points", xytext=(0, 3),
+                        ha="center", fontsize=7)
         ax.set_xticks(list(x))
-        ax.set_xticklabels(names, fontsize=7, rotation=10)
+        ax.set_xticklabels(names, fontsize=7)
         ax.set_yscale("log")
-        ax.set_ylabel("positions/s (log scale)")
+        ax.set_ylabel("positions/s, one thread (log scale)")
         ax.set_title("int8 (dynamic quantisation) against float32, ONNX Runtime", fontsize=9)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The cascade's agreement with the full evaluation.")
-    parser.add_argument("--big", type=Path, required=True, help="the model standing in for the big one")
-    parser.add_argument("--fast", type=Path, required=True, help="the model standing in for the fast one")
+    parser.add_argument("--big", type=Path, help="the model standing in for the big one")
+    parser.add_argument("--fast", type=Path, help="the model standing in for the fast one")
+    parser.add_argument("--curves", nargs="+", type=Path, default=[],
+                        help="curves measured before (this script's --json output), drawn too")
     parser.add_argument("--data", nargs="+", type=Path, default=DEFAULT_POSITIONS, help="FEN<TAB>moves files")
     parser.add_argument("--positions", type=int, default=None, help="at most this many positions")
     parser.add_argument("--max-k", type=int, default=MAX_K)
@@ -125,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", type=Path, help="the JSON output of int8_agreement.py, for the plot")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if (args.big is None) != (args.fast is None) or (args.big is None and not args.curves):
+        parser.error("name --big and --fast, or --curves")
+    curves = [json.loads(path.read_text()) for path in args.curves]
+    if args.big is None:
+        if args.plot:
+            plot(curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot)
+        return 0
     curve = agreement_curve(args.big, args.fast, read_fens(args.data, args.positions), args.max_k)
     if args.plot:
-        plot(curve, json.loads(args.int8.read_text()) if args.int8 else [], args.plot)
+        plot([curve] + curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot)
     if args.json:
         print(json.dumps(curve, indent=1))
         return 0

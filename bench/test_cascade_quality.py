@@ -20,6 +20,6 @@ def test_cascade_quality(benchmark, tmp_path: Path) -> None:  # type: ignore[no-
     shares = curve["agreement"]
     assert curve["positions"] == 20 and len(shares) == 61 and all(0.0 <= s <= 1.0 for s in shares)
     assert shares[-1] == 1.0  # every legal move scored: the full evaluation's move
-    cascade_quality.plot(curve, [], tmp_path / "curve.png")
+    cascade_quality.plot([curve], [], tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
     benchmark.extra_info.update(curve)
