@@ -75,9 +75,14 @@ def agreement_curve(big_weights: Path, fast_weights: Path, fens: list[str], max_
             "agreement": [a / counted for a in agree]}
 
 
-def plot(curves: list[dict], int8_rows: list[dict], out: Path) -> None:  # type: ignore[type-arg]
-    """The agreement curves (left) and the int8 figures (right, when given) in one PNG."""
+def plot(curves: list[dict], int8_rows: list[dict], out: Path,  # type: ignore[type-arg]
+         names: dict[str, str] | None = None) -> None:
+    """The agreement curves (left) and the int8 figures (right, when given) in one PNG; ``names`` renames the
+    models' files for display."""
     import matplotlib
+
+    def name(text: str) -> str:
+        return (names or {}).get(text, text.replace(".safetensors", ""))
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -87,8 +92,7 @@ def plot(curves: list[dict], int8_rows: list[dict], out: Path) -> None:  # type:
     ax = axes[0][0]
     for curve in curves:
         shares = curve["agreement"][:21]
-        label = (f"big {curve['big'].replace('.safetensors', '')}, "
-                 f"fast {curve['fast'].replace('.safetensors', '')}")
+        label = f"big {name(curve['big'])}, fast {name(curve['fast'])}"
         line, = ax.plot(range(len(shares)), [100 * a for a in shares], marker="o", markersize=3, label=label)
         for k in (0, 3):
             ax.annotate(f"{100 * shares[k]:.1f} %", (k, 100 * shares[k]), textcoords="offset points",
@@ -101,7 +105,7 @@ def plot(curves: list[dict], int8_rows: list[dict], out: Path) -> None:  # type:
     ax.legend(fontsize=7, loc="lower right")
     if int8_rows:
         ax = axes[0][1]
-        names = [r["model"].replace(".safetensors", "") for r in int8_rows]
+        labels = [name(r["model"]) for r in int8_rows]
         x = range(len(int8_rows))
         ax.bar([i - 0.2 for i in x], [r["fp32_pos_s"] for r in int8_rows], width=0.4, label="float32")
         ax.bar([i + 0.2 for i in x], [r["int8_pos_s"] for r in int8_rows], width=0.4, label="int8")
@@ -110,8 +114,9 @@ def plot(curves: list[dict], int8_rows: list[dict], out: Path) -> None:  # type:
                         (i, max(r["fp32_pos_s"], r["int8_pos_s"])), textcoords="offset points", xytext=(0, 3),
                         ha="center", fontsize=7)
         ax.set_xticks(list(x))
-        ax.set_xticklabels(names, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7)
         ax.set_yscale("log")
+        ax.set_ylim(top=4 * max(max(r["fp32_pos_s"], r["int8_pos_s"]) for r in int8_rows))
         ax.set_ylabel("positions/s, one thread (log scale)")
         ax.set_title("int8 (dynamic quantisation) against float32, ONNX Runtime", fontsize=9)
         ax.legend(fontsize=8, loc="lower left")
@@ -130,18 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-k", type=int, default=MAX_K)
     parser.add_argument("--plot", type=Path, help="draw the curve (and --int8) into this PNG")
     parser.add_argument("--int8", type=Path, help="the JSON output of int8_agreement.py, for the plot")
+    parser.add_argument("--name", action="append", default=[], metavar="FILE=LABEL",
+                        help="show the model of this file name under this label in the plot; repeatable")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    names = dict(item.split("=", 1) for item in args.name if "=" in item)
     if (args.big is None) != (args.fast is None) or (args.big is None and not args.curves):
         parser.error("name --big and --fast, or --curves")
     curves = [json.loads(path.read_text()) for path in args.curves]
     if args.big is None:
         if args.plot:
-            plot(curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot)
+            plot(curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot, names)
         return 0
     curve = agreement_curve(args.big, args.fast, read_fens(args.data, args.positions), args.max_k)
     if args.plot:
-        plot([curve] + curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot)
+        plot([curve] + curves, json.loads(args.int8.read_text()) if args.int8 else [], args.plot, names)
     if args.json:
         print(json.dumps(curve, indent=1))
         return 0

@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, ValueError, OSError) as exc:
         print(f"neuralengine analyse: cannot load the weights: {exc}", file=sys.stderr)
         return 1
+    if engine.backend.notice:
+        print(f"neuralengine analyse: {engine.backend.notice}", file=sys.stderr)
     control = None
     if timed:
         import time

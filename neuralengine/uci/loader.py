@@ -67,6 +67,8 @@ class Loader:
         self.error: str | None = None
         #: Why the candidate model (the fast network) of the last load failed, until ``isready`` reports it.
         self.fast_error: str | None = None
+        #: What the backend of the last load says (an int8 request refused), until ``isready`` reports it.
+        self.notice: str | None = None
         #: Engines loaded so far; a search reseeds its engine when this changes.
         self.generation = 0
         #: ``None`` until the engine's modules are imported, then ``True``, or why the import failed.
@@ -99,6 +101,7 @@ class Loader:
             engine, error, fast_error = self._load(key)
             with self.cond:
                 self.fast_error = fast_error
+                self.notice = getattr(getattr(engine, "backend", None), "notice", None)
                 if engine is not None:
                     self.engine = engine
                     self.generation += 1

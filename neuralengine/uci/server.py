@@ -148,6 +148,7 @@ class UciServer:
             error, engine, announced = self.loader.error, self.loader.engine, self.loader.announced
             self.loader.announced = True
             fast_error, self.loader.fast_error = self.loader.fast_error, None
+            notice, self.loader.notice = self.loader.notice, None
         if error:
             kept = f"; still playing with {engine.describe()}" if engine is not None else ""
             self.out.info(f"error: cannot load the weights: {error}{kept}")
@@ -156,6 +157,8 @@ class UciServer:
             fast = getattr(engine, "fast", None)
             if fast is not None and fast is not engine:
                 self.out.info(f"fast network for the moves the clock cannot hold: {fast.describe()}")
+        if notice and not error:
+            self.out.info(notice)
         if fast_error:
             self.out.info(f"error: cannot load the candidate model: {fast_error}; without a fast network, "
                           "moves the clock cannot hold are chosen without evaluation")
