@@ -121,7 +121,7 @@ LAST_RESORT_GRACE = 0.01
 
 #: A network is fast (it is its own fast network, and needs no cascade) when its
 #: evaluation of :data:`FAST_PROBE_MOVES` moves is predicted within this time.
-FAST_SECONDS = 0.05
+FAST_SECONDS = 0.1
 FAST_PROBE_MOVES = 40
 
 
