@@ -109,15 +109,16 @@ class MoveChoice:
 
     #: The move to play; ``None`` when the side to move has no legal move.
     bestmove: chess.Move | None
-    #: Scored moves, the chosen one first, then by score (ties: lowest action index).
-    #: Without a whole evaluation of the candidates, only the mates in one (if any).
+    #: Scored moves, the chosen one first, then by score (ties: lowest action index). After a cascade, the
+    #: moves the engine's network scored come first, then the others in the fast model's order with its scores
+    #: (:attr:`MoveScore.source`). After the static fallback, only the mates in one (if any).
     ranked: list[MoveScore] = field(default_factory=list)
     #: Move evaluations done by the engine's network (also those of an evaluation cut short and not used;
     #: not those of the fast model, see :attr:`cascade`).
     nodes: int = 0
     #: Wall-clock seconds from the call to the answer.
     time_s: float = 0.0
-    #: Why a fallback move was played (no whole evaluation of the candidates in time), else ``None``.
+    #: Why the static fallback move was played (no network evaluation in time, no fast network), else ``None``.
     fallback: str | None = None
     #: Expected reply to :attr:`bestmove`, when asked for and affordable.
     ponder: chess.Move | None = None
