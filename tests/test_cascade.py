@@ -443,3 +443,22 @@ def test_analyse_int8_and_movetime(tiny_weights: Path, tiny_shared_weights: Path
     assert "for 20 move evaluations" in timed and "cascade" not in timed and "fast " not in timed
     assert [line for line in timed.splitlines() if not line.startswith("time")] == \
         [line for line in plain.splitlines() if not line.startswith("time")]
+
+
+def test_uci_candidate_model_that_cannot_load_is_reported() -> None:
+    # Without its fast network the slow model's last resort is the static move, as before.
+    pair = Pair()
+    session, ready = uci_session(pair, "missing")
+    try:
+        assert any(line.startswith("info string error: cannot load the candidate model: missing") and
+                   "moves the clock cannot hold are chosen without evaluation" in line for line in ready), ready
+        assert pair.engine.fast is None
+        session.send("position startpos", "go wtime 3000 btime 3000")  # the clock does not hold two evaluations
+        lines = session.until("bestmove")
+        assert "info string no time for an evaluation; playing b1a3 without evaluation" in lines
+        assert lines[-1] == "bestmove b1a3" and pair.big.calls == [] and pair.fast.calls == []
+        # Naming a model that loads gives the engine its fast network, without loading the weights again.
+        session.send("setoption name CandidateModel value fast")
+        assert session.sync()[-1] == "readyok" and pair.engine.fast is pair.fast_engine
+    finally:
+        session.quit()
