@@ -7,7 +7,10 @@ Example::
 prints every legal move with its win probability (for the side to move), the
 matching centipawns and, where a rule decided the score, the rule; ``--svg
 FILE`` also draws the board with arrows for the best moves
-(:mod:`neuralengine.picture`).
+(:mod:`neuralengine.picture`). With ``--movetime`` a model too slow for that
+time works as in a game: a fast model ranks the moves and the model scores
+the best of them (the cascade); each move's note names the fast model when
+its score is that model's.
 
 The position checks (:func:`read_position`) and the rows of the ranking
 (:func:`move_rows`) are shared with the web board (``neuralengine serve``).
@@ -70,6 +73,8 @@ def move_rows(board: "chess.Board", choice: "MoveChoice") -> list[dict[str, obje
         note = {"mate": "mate in 1", "draw": "draw (rule)"}.get(scored.rule or "", "")
         if scored.rule == "draw" and scored.model_win_prob is not None:
             note += f", network {scored.model_win_prob * 100:.1f} %"
+        if scored.source is not None:  # the cascade: a move the slow model did not score
+            note = (note + ", " if note else "") + f"scored by {scored.source}"
         rows.append({"rank": rank, "uci": board.uci(scored.move), "san": board.san(scored.move),
                      "win_prob": scored.win_prob, "model_win_prob": scored.model_win_prob,
                      "cp": None if scored.mate else scored.cp, "wdl": list(scored.wdl), "rule": scored.rule,
@@ -105,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "coloured and weighted by win %%")
     parser.add_argument("--arrows", type=int, default=5, metavar="K", help="arrows in the --svg picture (default 5)")
     parser.add_argument("--flip", action="store_true", help="draw the --svg picture from Black's side")
+    parser.add_argument("--movetime", type=float, metavar="MS",
+                        help="think at most this long; a model too slow to score every move in that time scores "
+                             "the best moves of the fast model's ranking (the cascade)")
+    parser.add_argument("--candidate-model", metavar="WEIGHTS",
+                        help="the fast model that ranks the moves for the cascade (default: the shipped weights)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the int8 (dynamically quantised) graph; full-attention models only")
     return parser
 
 
@@ -126,16 +138,37 @@ def main(argv: list[str] | None = None) -> int:
         from neuralengine.paths import default_weights
 
         weights = str(default_weights())
+    timed = args.movetime is not None
     try:
-        engine = Engine.open(weights, args.backend, args.threads, warm_up=False,
+        engine = Engine.open(weights, args.backend, args.threads, warm_up=timed, int8=args.int8,
                              mate_rule=not args.no_mate_rule)
     except (WeightsError, ValueError, OSError) as exc:
         print(f"neuralengine analyse: cannot load the weights: {exc}", file=sys.stderr)
         return 1
+    notice = getattr(getattr(engine, "backend", None), "notice", None)  # players of other kinds have no backend
+    if notice:
+        print(f"neuralengine analyse: {notice}", file=sys.stderr)
+    control = None
+    if timed:
+        import time
+
+        from neuralengine.engine import SearchControl
+
+        if isinstance(engine, Engine) and not engine.is_fast():
+            from neuralengine.paths import default_weights
+
+            try:
+                engine.fast = Engine.open(args.candidate_model or str(default_weights()), args.backend, args.threads)
+            except (WeightsError, ValueError, OSError) as exc:
+                print(f"neuralengine analyse: cannot load the candidate model: {exc}", file=sys.stderr)
+                return 1
+        control = SearchControl(time.monotonic() + max(args.movetime, 0.0) / 1000.0)
 
     print(f"position  {board.fen()}")
     print(f"model     {engine.describe()}")
-    result = engine.choose_move(board)
+    if getattr(engine, "fast", None) is not None and engine.fast is not engine:
+        print(f"fast      {engine.fast.describe()}")
+    result = engine.choose_move(board, control=control)
     if args.svg and not write_svg(args.svg, board, result, args.arrows, args.flip):
         return 1
     if result.bestmove is None:
@@ -143,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for note in result.notes:
         print(f"note      {note}")
-    if result.fallback:
-        print(f"note      {result.fallback}")
     print(f"time      {result.time_s * 1000:.1f} ms for {result.nodes} move evaluations")
+    if result.cascade is not None:
+        c = result.cascade
+        print(f"cascade   {c.reason}: {c.ranker} ranked the {c.ranked} moves, the model scored {c.scored}")
+    elif result.fallback or result.late:
+        print(f"note      {result.fallback or result.late}")
     print()
     print(f"{'rank':>4}  {'move':<6} {'san':<8} {value_label(engine.kind):>8} {'cp':>6}  note")
     rows = move_rows(board, result)
@@ -168,6 +204,7 @@ def write_svg(path: str, board: "chess.Board", result: "MoveChoice", arrows: int
         return False
     print(f"picture   {path}")
     return True
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

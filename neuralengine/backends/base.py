@@ -20,6 +20,8 @@ from neuralengine.config import ModelConfig
 class Backend(ABC):
     name: str = ""
     device: str = "cpu"
+    #: Something the user should know about how this backend was opened (an int8 request refused), or ``None``.
+    notice: str | None = None
 
     def __init__(self, config: ModelConfig, weights_path: Path, weights_sha256: str) -> None:
         self.config = config

@@ -6,7 +6,8 @@ That fingerprint is read from the file itself (:func:`graph_weights_sha`,
 without ONNX Runtime), so a graph is written into a cache (with NumPy alone)
 only when it is missing, stale, or not a whole ONNX file; a current graph
 that ONNX Runtime cannot open (a provider, an opset, memory) is reported as
-such, naming that graph.
+such, naming that graph. On request the session runs the int8 copy of the
+graph instead (:func:`open_int8_graph`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from neuralengine.config import ACTION_VALUE
 from neuralengine.paths import cache_dir
 from neuralengine.weights import WeightsError, config_from_metadata, file_sha256, read_metadata
 
-__all__ = ["WEIGHTS_SHA_KEY", "OnnxBackend", "cache_dir", "graph_weights_sha", "open_graph"]
+__all__ = ["WEIGHTS_SHA_KEY", "OnnxBackend", "cache_dir", "graph_weights_sha", "open_graph", "open_int8_graph"]
 
 #: ModelProto's ``metadata_props`` field, and the key and value fields of its entries.
 _METADATA_FIELD, _KEY_FIELD, _VALUE_FIELD = 14, 1, 2
@@ -149,11 +150,41 @@ def open_graph(weights_path: Path, sha: str, opts: Any, providers: list[str]) ->
     return _open(cached, opts, providers), cached
 
 
+def open_int8_graph(float_graph: Path, weights_path: Path, sha: str, opts: Any,
+                    providers: list[str]) -> tuple[Any, Path]:
+    """An inference session on the int8 (dynamically quantised) copy of ``float_graph``.
+
+    The copy beside the weights (``model.int8.onnx``, as ``neuralengine
+    export --int8`` writes it) is used when it was made from exactly these
+    weights, then one in the cache; otherwise the cache gets one. Making it
+    needs the ``onnx`` package (the ``torch`` extra).
+    """
+    cached = cache_dir() / "onnx" / f"{sha[:32]}.int8.onnx"
+    for candidate in (weights_path.with_suffix(".int8.onnx"), cached):
+        if candidate.is_file() and graph_weights_sha(candidate) == sha:
+            return _open(candidate, opts, providers), candidate
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise WeightsError("the int8 graph is made with the onnx package: pip install 'neuralengine[torch]'") from None
+    from neuralengine.backends.quantize import quantize_int8
+
+    with file_lock(lock_path(cached)):
+        if not (cached.is_file() and graph_weights_sha(cached) == sha):
+            quantize_int8(float_graph, cached)
+    return _open(cached, opts, providers), cached
+
+
 class OnnxBackend(Backend):
     name = "onnx"
+    #: Whether the session runs the int8 graph.
+    int8 = False
+
+    def describe(self) -> str:
+        return f"{self.name}{' int8' if self.int8 else ''} ({self.device})"
 
     @classmethod
-    def open(cls, path: Path, threads: int = 1) -> "OnnxBackend":
+    def open(cls, path: Path, threads: int = 1, int8: bool = False) -> "OnnxBackend":
         import onnxruntime as ort
 
         meta = read_metadata(path)
@@ -167,7 +198,10 @@ class OnnxBackend(Backend):
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         session, graph = open_graph(path, sha, opts, providers)
+        if int8:
+            session, graph = open_int8_graph(graph, path, sha, opts, providers)
         backend = cls(cfg, path, sha)
+        backend.int8 = int8
         backend.session = session
         backend.graph_path = graph
         backend.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"

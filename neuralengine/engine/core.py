@@ -35,24 +35,37 @@
    temperature ``T`` > 0. In a clearly won position the conversion rule
    orders the winning moves by progress
    (:func:`~neuralengine.engine.rules.conversion_order`). Without a whole
-   evaluation, :meth:`Engine._fallback_choice` plays instead (see below).
+   evaluation, the cascade or the last resort chooses instead (see below).
 5. **Ponder** (:meth:`Engine._ponder_move`): the expected reply, when asked
    for and one more network call fits the deadline.
 
 Time limits are deadlines on :func:`time.monotonic`
 (:class:`~neuralengine.engine.timing.SearchControl`), or on the clock the
-engine is given (the UCI server's), which also times the network calls. One evaluation of all
-candidate moves is the smallest unit of work, and a move is chosen from whole
-evaluations only: the engine keeps an estimate of its latency, and when the
-time left is too short for the evaluation it plays at once a mate in one or
-else a move chosen by :func:`~neuralengine.engine.rules.static_fallback`.
-With ``BatchSize`` below the number of candidates the evaluation takes
-several network calls; should ``stop`` come or the deadline pass between
-them (the latency was mispredicted), the scores of the calls made are
-dropped and the same fallback is played. The engine never plays the best of
-a part of the moves. The draw rules are worked out before the evaluation, so
-that their cost is taken from the same deadline, and their history walk is
-bounded by the half-move clock.
+engine is given (the UCI server's), which also times the network calls. The
+engine keeps an estimate of its latency. When the whole evaluation of the
+candidates fits the time left, it is made (in one call, or in
+``ceil(moves / BatchSize)`` calls) and nothing else happens: that is the
+behaviour of an engine without a fast network. The draw rules are worked out
+before the evaluation, so that their cost is taken from the same deadline,
+and their history walk is bounded by the half-move clock.
+
+When it does not fit and the engine has a fast network (:attr:`Engine.fast`,
+another engine), the **cascade** (:meth:`Engine._cascade`) runs: the fast
+model scores every candidate, and this network scores them in the fast
+model's order, in calls as large as the time left holds, always at least
+the fast model's best :data:`CASCADE_MIN_MOVES`; the move is the best this
+network scored. Each scored move is one evaluation, as in the full
+evaluation, and there is no tree.
+
+The **last resort** (:meth:`Engine._last_resort`), when neither fits or a
+whole evaluation is cut short (``stop``, or the deadline passing between two
+calls of a split evaluation, whose scores in action order are then dropped),
+is the fast network's move: every candidate scored by the fast model (or by
+this engine itself when it is its own fast network), if that is predicted to
+end at most :data:`LAST_RESORT_GRACE` past the deadline. Only without a fast
+network, or when not even its call fits, the engine plays at once a mate in
+one or else a move chosen by
+:func:`~neuralengine.engine.rules.static_fallback`.
 
 Nothing here knows the UCI protocol; :mod:`neuralengine.uci` drives it.
 """
@@ -78,7 +91,7 @@ from neuralengine.engine.rules import (
     mate_in_one,
     static_fallback,
 )
-from neuralengine.engine.scores import RULE_DRAW, RULE_MATE, MoveChoice, MoveScore
+from neuralengine.engine.scores import RULE_DRAW, RULE_MATE, Cascade, MoveChoice, MoveScore
 from neuralengine.engine.timing import (
     FINISH_RESERVE,
     RULE_SECONDS_PER_MOVE,
@@ -96,6 +109,20 @@ DEFAULT_BATCH_SIZE = 256
 
 #: Moves per network call when the latency is measured after loading.
 WARM_UP_ROWS = 6
+
+#: In a cascade, the engine's network always scores at least this many of the
+#: fast model's best moves (when even that does not fit, the fast model plays).
+CASCADE_MIN_MOVES = 3
+
+#: Seconds past the deadline that the fast network's one evaluation may be
+#: predicted to end and still be made as the last resort (a fraction of the
+#: default 30 ms ``Move Overhead``); the static move needs no time at all.
+LAST_RESORT_GRACE = 0.01
+
+#: A network is fast (it is its own fast network, and needs no cascade) when its
+#: evaluation of :data:`FAST_PROBE_MOVES` moves is predicted within this time.
+FAST_SECONDS = 0.1
+FAST_PROBE_MOVES = 40
 
 
 def sample_softmax(values: Sequence[float], temperature: float, rng: random.Random) -> int:
@@ -122,13 +149,21 @@ class Engine:
     :param clock: the time source of the latency measurements, the same as
         the deadlines' (:func:`time.monotonic` by default; tests pass a fake
         clock that only the network calls advance).
+    :param fast: the fast network: another engine whose model ranks the
+        candidates when this one's full evaluation does not fit the time (the
+        cascade) and plays when not even that fits; or this engine itself when
+        it is fast, so that its own evaluation is the last resort. ``None``:
+        the static fallback is the last resort, as without a network.
+    :param cascade_min: in a cascade, the moves of the fast model's ranking
+        this network always scores.
 
     One move choice runs at a time; the settings may be changed between them.
     """
 
     def __init__(self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, temperature: float = 0.0,
                  temperature_moves: int = 0, mate_rule: bool = True, convert_rule: bool = True,
-                 seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 seed: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 fast: Engine | None = None, cascade_min: int = CASCADE_MIN_MOVES) -> None:
         self.backend = backend
         self.clock = clock
         self.kind = backend.config.kind
@@ -139,16 +174,20 @@ class Engine:
         self.convert_rule = convert_rule
         self.rng = random.Random(seed)
         self.latency = LatencyModel()
+        self.fast = fast
+        self.cascade_min = cascade_min
 
     @classmethod
     def open(cls, weights_path: str | os.PathLike[str], backend: str = "auto", threads: int = 1,
-             warm_up: bool = True, **kwargs: object) -> "Engine":
+             warm_up: bool = True, int8: bool = False, **kwargs: object) -> "Engine":
         """Open a weights file with the named backend and measure its latency.
 
         A model of another kind (a text model), or an ``http(s)://`` URL (a
         language model behind an OpenAI-compatible endpoint), is opened by its
         own player (:mod:`neuralengine.engine.players`), which has this
-        class's interface.
+        class's interface. ``int8`` runs the dynamically quantised graph (ONNX
+        Runtime; see :func:`neuralengine.backends.create_backend` for where it
+        is allowed).
 
         Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
         with a message that names the problem.
@@ -168,10 +207,16 @@ class Engine:
         player = player_for(meta)
         if player is not None:
             return player.open(weights_path, backend, threads, warm_up=warm_up, **kwargs)  # type: ignore[no-any-return]
-        engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
+        engine = cls(create_backend(weights_path, backend, threads, int8=int8), **kwargs)  # type: ignore[arg-type]
         if warm_up:
             engine.warm_up()
         return engine
+
+    def is_fast(self) -> bool:
+        """Whether this network scores a position of :data:`FAST_PROBE_MOVES` moves within
+        :data:`FAST_SECONDS` (predicted): then it needs no fast network but its own."""
+        seconds = self.evaluation_seconds(FAST_PROBE_MOVES)
+        return seconds is not None and seconds <= FAST_SECONDS
 
     def describe(self) -> str:
         """One line naming the model and backend."""
@@ -290,10 +335,15 @@ class Engine:
         if not moves:
             return MoveChoice(None, time_s=self.clock() - start)
         verdicts, rules = self._rule_scores(board, moves, control)
-        scores, evaluated = self._network_scores(board, moves, actions, control) if rules is not None else (None, 0)
-        choice = self._choose(board, moves, actions, verdicts, scores, rules)
+        choice: MoveChoice | None = None
+        evaluated = 0
+        if rules is not None:
+            scores, evaluated = self._network_scores(board, moves, actions, control)
+            choice = self._choose(board, moves, actions, verdicts, scores, rules)
+        elif self._ranker() is not None:
+            choice, evaluated = self._cascade(board, moves, actions, verdicts, control)
         if choice is None:
-            choice = self._fallback_choice(board, moves, actions, verdicts, control, evaluated)
+            choice, evaluated = self._last_resort(board, moves, actions, verdicts, control, evaluated)
         elif ponder:
             choice.ponder = self._ponder_move(board, choice.bestmove, control)
         choice.nodes = evaluated
@@ -327,11 +377,16 @@ class Engine:
         network = self.evaluation_seconds(len(moves))
         if not self._fits(control, None if network is None else network + RULE_SECONDS_PER_MOVE * len(moves)):
             return verdicts, None
+        return verdicts, self._draw_rules(board, moves, verdicts)
+
+    @staticmethod
+    def _draw_rules(board: chess.Board, moves: list[chess.Move], verdicts: dict[int, str]) -> DrawRules:
+        """Add the draw verdicts of the candidates no mate decides to ``verdicts``; the rules, for the conversion."""
         rules = DrawRules(board)
         for i, move in enumerate(moves):
             if i not in verdicts and rules.draw_after(board, move):
                 verdicts[i] = RULE_DRAW
-        return verdicts, rules
+        return rules
 
     def _network_scores(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
                         control: SearchControl) -> tuple[list[float] | None, int]:
@@ -364,7 +419,7 @@ class Engine:
         return scores, len(scores)
 
     def _choose(self, board: chess.Board, moves: list[chess.Move], actions: list[int], verdicts: dict[int, str],
-                scores: list[float] | None, rules: DrawRules | None) -> MoveChoice | None:
+                scores: Sequence[float | None] | None, rules: DrawRules | None) -> MoveChoice | None:
         """Step 4: the move to play from the rule and network scores, ``None`` when nothing is scored.
 
         The rules override the network; the ranking puts the mates first,
@@ -386,7 +441,7 @@ class Engine:
         return MoveChoice(ranked[0].move, ranked=ranked, temperature=temperature)
 
     def _rank(self, moves: list[chess.Move], actions: list[int], verdicts: dict[int, str],
-              scores: list[float] | None) -> list[MoveScore]:
+              scores: Sequence[float | None] | None) -> list[MoveScore]:
         """The scored candidates, best first (moves are in action order, so ties keep the lower index).
 
         Without network scores only the mates are scored (when the mate rule is on).
@@ -406,35 +461,185 @@ class Engine:
         ranked.sort(key=lambda s: (s.rule != RULE_MATE, -s.win_prob, s.action))
         return ranked
 
-    def _fallback_choice(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
-                         verdicts: dict[int, str], control: SearchControl, evaluated: int) -> MoveChoice:
-        """The move when no whole evaluation is there: a mate in one, else :func:`static_fallback`.
+    # -- the cascade and the last resort ------------------------------------------
 
-        ``evaluated`` counts the moves of an evaluation cut short, for the reason given.
+    def _ranker(self) -> Engine | None:
+        """The fast model that may rank the candidates for this one, or ``None`` (no cascade)."""
+        fast = self.fast
+        if fast is None or fast is self or self.kind == BEHAVIORAL_CLONING:
+            return None
+        return fast
+
+    def name(self) -> str:
+        """The weights file's name: how ``info`` lines name this model."""
+        return os.path.basename(str(self.backend.weights_path))
+
+    def cascade_seconds(self, n_moves: int) -> float | None:
+        """Predicted seconds of the least network work of a cascade over ``n_moves`` moves: the fast model's
+        evaluation of all of them and this network's call on the first :attr:`cascade_min` (``None`` without a
+        fast model or before any measurement)."""
+        ranker = self._ranker()
+        if ranker is None:
+            return None
+        fast = ranker.evaluation_seconds(n_moves)
+        first = self.latency.predict(min(max(1, self.cascade_min), n_moves, max(1, self.batch_size)))
+        return None if fast is None or first is None else fast + first
+
+    def _score_all(self, board: chess.Board, moves: list[chess.Move], actions: list[int]) -> list[float]:
+        """This network's score of every move, without looking at the time (the last resort)."""
+        if self.kind == BEHAVIORAL_CLONING:
+            legal = legal_actions(board)[1].tolist()
+            by_action = dict(zip(legal, self._policy(board, legal)))
+            return [float(by_action[a]) for a in actions]
+        scores: list[float] = []
+        batch = max(1, self.batch_size)
+        while len(scores) < len(moves):
+            done = len(scores)
+            size = min(batch, len(moves) - done)
+            scores.extend(float(v) for v in self._call(board, moves[done:done + size], actions[done:done + size]))
+        return scores
+
+    def _cascade(self, board: chess.Board, moves: list[chess.Move], actions: list[int], verdicts: dict[int, str],
+                 control: SearchControl) -> tuple[MoveChoice | None, int]:
+        """Step 3 and 4 when the full evaluation does not fit: the fast model ranks, this network scores the best
+        of its ranking while the time allows; returns the choice (``None``: the cascade does not fit either) and
+        the moves this network scored.
+
+        The fast model scores every candidate. This network then scores them in
+        that order, the draw rules applied, in calls as large as the time left
+        holds (at most ``BatchSize`` moves): the first call always takes the
+        fast model's top :attr:`cascade_min`, the next ones are made while at
+        least one more move fits before the deadline, and ``stop`` ends the
+        series between two calls. Every scored move is one evaluation, and the
+        move played is the best this network scored (the rules and the
+        conversion applying among them). Should this network score none
+        (``stop`` or the deadline during the fast model's call), the fast
+        model's best move is played.
         """
+        ranker = self._ranker()
+        assert ranker is not None
+        n = len(moves)
+        first = min(max(1, self.cascade_min), n, max(1, self.batch_size))
+        plan = self.cascade_seconds(n)
+        if not self._fits(control, None if plan is None else plan + RULE_SECONDS_PER_MOVE * n):
+            return None, 0
+        full = self.evaluation_seconds(n)
+        reason = ("the full evaluation does not fit the time" if full is None
+                  else f"the full evaluation ({full:.2f} s predicted) does not fit the time")
+        rules = self._draw_rules(board, moves, verdicts)
+        fast_scores = ranker._score_all(board, moves, actions)
+        fast_value = {i: self._ruled(verdicts.get(i), fast_scores[i]) for i in range(n)}
+        order = sorted(range(n), key=lambda i: (-fast_value[i], actions[i]))
+        scores: list[float | None] = [None] * n
+        done = 0
+        batch = max(1, self.batch_size)
+        while done < n and not control.stop.is_set():
+            remaining = control.remaining()
+            if remaining is not None and remaining <= 0:
+                break
+            fit = batch if remaining is None else self.latency.max_rows(remaining - FINISH_RESERVE, batch)
+            size = min(max(fit, first) if done == 0 else fit, batch, n - done)
+            if size <= 0:
+                break
+            chunk = order[done:done + size]
+            values = self._call(board, [moves[i] for i in chunk], [actions[i] for i in chunk])
+            for i, value in zip(chunk, values):
+                scores[i] = float(value)
+            done += size
+        name = ranker.name()
+        if done == 0:
+            choice = self._fast_choice(board, moves, actions, verdicts, fast_scores, rules, name)
+        else:
+            choice = self._choose(board, moves, actions, verdicts, scores, rules)
+            assert choice is not None
+            chosen = {s.move for s in choice.ranked}
+            # The moves this network did not score, in the fast model's order, with its scores.
+            choice.ranked.extend(MoveScore(moves[i], actions[i], fast_value[i], fast_scores[i], verdicts.get(i),
+                                           source=name) for i in order if moves[i] not in chosen)
+        if control.stop.is_set() and done < n:
+            reason += f"; stopped after {done} of {n} move evaluations"
+        choice.cascade = Cascade(ranker=name, ranked=n, scored=done, reason=reason)
+        return choice, done
+
+    def _ruled(self, rule: str | None, value: float) -> float:
+        """A network score with the rules applied (the order of a ranking)."""
+        if rule == RULE_MATE and self.mate_rule:
+            return 2.0  # above every win probability: a mate goes first
+        if rule == RULE_DRAW:
+            return 0.5
+        return value
+
+    def _fast_choice(self, board: chess.Board, moves: list[chess.Move], actions: list[int], verdicts: dict[int, str],
+                     scores: list[float], rules: DrawRules | None, name: str | None) -> MoveChoice:
+        """The move from a fast model's scores of every candidate (this engine's rules and settings apply)."""
+        choice = self._choose(board, moves, actions, verdicts, list(scores), rules)
+        assert choice is not None
+        for scored in choice.ranked:
+            if scored.rule != RULE_MATE or scored.model_win_prob is not None:
+                scored.source = name
+        return choice
+
+    def _last_resort(self, board: chess.Board, moves: list[chess.Move], actions: list[int],
+                     verdicts: dict[int, str], control: SearchControl, evaluated: int) -> tuple[MoveChoice, int]:
+        """The move when this network has no whole evaluation: the fast network's, else a mate in one or
+        :func:`static_fallback`.
+
+        The fast network (:attr:`fast`; this engine itself when it is its own
+        fast network) scores every candidate when its evaluation is predicted
+        to end at most :data:`LAST_RESORT_GRACE` past the deadline, and never
+        past the ``go``'s own limit when the control knows it (its ``slack``,
+        the time from the deadline to the ``movetime`` or the end of the
+        clock). The static
+        move plays only without a fast network, or when not even its call
+        fits. ``evaluated`` counts the moves of an evaluation cut short, for
+        the reason given; returns the choice and the moves this network
+        evaluated in all.
+        """
+        if control.stop.is_set():
+            reason = (f"stopped after {evaluated} of {len(moves)} move evaluations" if evaluated
+                      else "stopped before any evaluation")
+        elif evaluated:
+            reason = f"the deadline passed after {evaluated} of {len(moves)} move evaluations"
+        else:
+            reason = "no time for an evaluation"
+            self.latency.relax()
+        fast = self.fast
+        if fast is not None:
+            predicted = fast.evaluation_seconds(len(moves))
+            remaining = control.remaining()
+            slack = getattr(control, "slack", None)  # how far the go's own limit lies past the deadline
+            grace = LAST_RESORT_GRACE if slack is None else min(LAST_RESORT_GRACE, slack)
+            if remaining is None or predicted is None or predicted <= remaining + grace:
+                scores = fast._score_all(board, moves, actions)
+                if fast is self:
+                    choice = self._fast_choice(board, moves, actions, verdicts, scores, None, None)
+                    choice.late = reason
+                    return choice, evaluated + len(moves)
+                name = fast.name()
+                choice = self._fast_choice(board, moves, actions, verdicts, scores, None, name)
+                choice.cascade = Cascade(ranker=name, ranked=len(moves), scored=0, reason=reason)
+                return choice, evaluated
         mates = [i for i, rule in verdicts.items() if rule == RULE_MATE]
         pick = min(mates) if mates else moves.index(static_fallback(board, moves))
         choice = MoveChoice(moves[pick])
-        if control.stop.is_set():
-            choice.fallback = (f"stopped after {evaluated} of {len(moves)} move evaluations" if evaluated
-                               else "stopped before any evaluation")
-        elif evaluated:
-            choice.fallback = f"the deadline passed after {evaluated} of {len(moves)} move evaluations"
-        else:
-            choice.fallback = "no time for an evaluation"
-            self.latency.relax()
+        choice.fallback = reason
         if mates:
             choice.ranked = [MoveScore(moves[pick], actions[pick], 1.0, None, RULE_MATE)]
-        return choice
+        return choice, evaluated
 
     def predicted_seconds(self, board: chess.Board) -> float | None:
-        """Predicted time of a complete move choice in ``board``, from ``go`` to the answer
+        """Predicted time of the least complete move choice in ``board``, from ``go`` to the answer
         (``None`` before any measurement): setting up, the draw rules, the
-        network calls and the finish."""
+        network calls and the finish. The network calls are those of the full
+        evaluation, or of the smallest cascade when a fast model is there and
+        that is less."""
         n = board.legal_moves.count()
         network = self.evaluation_seconds(n)
         if network is None:
             return None
+        cascade = self.cascade_seconds(n)
+        if cascade is not None:
+            network = min(network, cascade)  # with a fast model, the least search is the cascade's
         return SETUP_SECONDS + RULE_SECONDS_PER_MOVE * n + network + FINISH_RESERVE
 
     def effective_temperature(self, board: chess.Board) -> float:

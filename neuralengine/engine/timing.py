@@ -144,8 +144,9 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
     ``overhead`` (the usable clock) still holds twice that, the engine is in
     time trouble but can afford one search: the budget is ``needed`` plus a
     margin for delays before the search starts (a busy machine, a slow thread
-    start), the larger of ``needed`` and a tenth of the usable clock (at most
-    ``TROUBLE_SLACK_CAP``). The engine stops after its one evaluation, so the
+    start), the larger of ``needed`` and a tenth of the usable clock, at most
+    ``TROUBLE_SLACK_CAP`` (a model slow enough to need more than that uses
+    the cascade, which fills its budget). The engine stops after its one evaluation, so the
     margin is rarely spent, and every legal move is evaluated. Below that the
     share stands, and when it is too short the engine answers at
     once with its fallback move. When both limits are given the smaller one
@@ -167,7 +168,9 @@ def time_budget(*, movetime: float | None = None, time_left: float | None = None
         usable = time_left - overhead
         if needed is not None and clock_budget < 2 * needed <= usable:
             needed = max(needed, 0.0)
-            clock_budget = needed + max(needed, min(usable / 10, TROUBLE_SLACK_CAP))
+            # The margin is at most TROUBLE_SLACK_CAP: a slow model's cascade fills its
+            # budget, and a margin of a whole search would spend two searches a move.
+            clock_budget = needed + min(max(needed, usable / 10), TROUBLE_SLACK_CAP)
         budgets.append(clock_budget)
     if not budgets:
         return None

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="score: every legal move's log-probability in one request (vLLM); sample: read the "
                           "move from a completion (llama.cpp); chat: from a chat completion; auto: score, "
                           "and sample when the server cannot (default)")
+    parser.add_argument("--candidate-model", default="", metavar="WEIGHTS",
+                        help="the fast model that ranks the moves when the weights are too slow for the clock "
+                             "(the CandidateModel option; default: the shipped model)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the int8 (dynamically quantised) graph, for full-attention models (the Int8 option)")
     return parser
 
 
@@ -89,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.llm_url or args.weights
     if weights is None and os.environ.get("NEURALENGINE_LLM_URL", "").strip():
         weights = os.environ["NEURALENGINE_LLM_URL"].strip()
-    options = make_options(weights, args.backend, max(1, min(args.threads, 256)), llm_model=args.llm_model,
-                           llm_mode=args.llm_mode)
+    options = make_options(weights, args.backend, max(1, min(args.threads, 256)), args.candidate_model, args.int8,
+                           llm_model=args.llm_model, llm_mode=args.llm_mode)
     server = UciServer(out, options)
     try:
         serve(server, read_lines(sys.stdin.buffer, out))

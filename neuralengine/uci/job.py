@@ -91,6 +91,18 @@ class SearchDeadline:
         deadline = self._deadline
         return None if deadline is None else deadline - self._clock()
 
+    @property
+    def slack(self) -> float | None:
+        """Seconds from the deadline to the ``go``'s own limit (its ``movetime`` or the clock, whichever is
+        less), ``None`` without either: how late a last-resort evaluation may end
+        (:data:`~neuralengine.engine.core.LAST_RESORT_GRACE` at most)."""
+        deadline, params = self._deadline, self._params
+        if deadline is None:
+            return None
+        clock = params.wtime if self._white else params.btime
+        limits = [max(t, 0) / 1000.0 for t in (params.movetime, clock) if t is not None]
+        return None if not limits else max(self._start + min(limits) - deadline, 0.0)
+
     def wait_limit(self) -> float | None:
         """When a wait for the engine must give up: :data:`LOAD_MARGIN` before the deadline."""
         deadline = self._deadline

@@ -18,8 +18,8 @@ from neuralengine.uci.output import Output
 if TYPE_CHECKING:
     from neuralengine.engine import Engine
 
-#: What a load is for: (weights path, backend, threads).
-LoadKey = tuple[str, str, int]
+#: What a load is for: (weights path, backend, threads, candidate model path, int8).
+LoadKey = tuple[str, str, int, str, bool]
 
 #: Longest pause of a waiting thread between two looks at the clock. A wait
 #: ends as soon as what it waits for happens (the loader notifies, and so do
@@ -39,8 +39,17 @@ class Loader:
     previous engine stays in use and :attr:`error` says why. (For a moment
     both models are in memory.)
 
+    After the weights, the loader gives the engine its fast network
+    (:attr:`Engine.fast <neuralengine.engine.Engine.fast>`): the engine itself
+    when its evaluation is fast (:meth:`Engine.is_fast`), else the model of
+    the ``CandidateModel`` option (empty: the shipped model), loaded the same
+    way; when that fails, :attr:`fast_error` says why and the engine has none.
+    A change of the candidate alone keeps the loaded engine.
+
     :param opener: ``opener(path, backend, threads)`` returns an engine or
-        raises with a message; the default is :meth:`Engine.open`.
+        raises with a message; the default is :meth:`Engine.open` (with the
+        ``Int8`` setting; an opener given here is asked for the candidate
+        model too).
     :param clock: the time source of the deadlines given to :meth:`wait_for`.
     """
 
@@ -56,6 +65,10 @@ class Loader:
         self.engine: Engine | None = None
         #: Why the load of :attr:`loaded` failed, or ``None``.
         self.error: str | None = None
+        #: Why the candidate model (the fast network) of the last load failed, until ``isready`` reports it.
+        self.fast_error: str | None = None
+        #: What the backend of the last load says (an int8 request refused), until ``isready`` reports it.
+        self.notice: str | None = None
         #: Engines loaded so far; a search reseeds its engine when this changes.
         self.generation = 0
         #: ``None`` until the engine's modules are imported, then ``True``, or why the import failed.
@@ -85,8 +98,10 @@ class Loader:
                     self.busy = False
                     self.cond.notify_all()
                     return
-            engine, error = self._load(key)
+            engine, error, fast_error = self._load(key)
             with self.cond:
+                self.fast_error = fast_error
+                self.notice = getattr(getattr(engine, "backend", None), "notice", None)
                 if engine is not None:
                     self.engine = engine
                     self.generation += 1
@@ -109,29 +124,68 @@ class Loader:
             self.modules = state
             self.cond.notify_all()
 
-    def _load(self, key: LoadKey) -> tuple[Engine | None, str | None]:
-        path, backend, threads = key
+    def _open(self, path: str, backend: str, threads: int, int8: bool) -> Any:
+        if self.opener is not None:
+            return self.opener(path, backend, threads)
+        from neuralengine.engine import Engine
+
+        return Engine.open(os.path.expanduser(path), backend, threads, int8=int8)
+
+    def _load(self, key: LoadKey) -> tuple[Engine | None, str | None, str | None]:
+        """The engine of ``key`` (or ``None``), why it failed, and why its fast network failed."""
+        path, backend, threads, candidate, int8 = key
         started = time.monotonic()
-        if self.output.debug:
-            from neuralengine.textlm.http_client import is_http_url, public_url
+        loaded = self.loaded
+        with self.cond:
+            previous = self.engine
+        if (previous is not None and loaded is not None and self.error is None
+                and loaded[:3] == key[:3] and loaded[4] == key[4]):
+            engine = previous  # only the candidate changed
+        else:
+            if self.output.debug:
+                from neuralengine.textlm.http_client import is_http_url, public_url
 
-            shown = public_url(path) if is_http_url(path) else path  # a URL's user, password and query stay out
-            self.output.log(f"loading {shown} with backend {backend}, {threads} threads")
+                shown = public_url(path) if is_http_url(path) else path  # a URL's user, password and query stay out
+                self.output.log(f"loading {shown} with backend {backend}, {threads} threads{', int8' if int8 else ''}")
+            try:
+                engine = self._open(path, backend, threads, int8)
+            except Exception as exc:  # every failure becomes a message, never a crash
+                message = str(exc) or type(exc).__name__
+                if not path:
+                    message = "no weights file set (setoption name WeightsFile value PATH)"
+                return None, message, None
+            if self.output.debug:
+                self.output.log(f"loaded in {time.monotonic() - started:.2f}s: {engine.describe()}")
+        return engine, None, self._attach_fast(engine, path, candidate, backend, threads)
+
+    def _attach_fast(self, engine: Any, path: str, candidate: str, backend: str, threads: int) -> str | None:
+        """Give ``engine`` its fast network; returns why the candidate model failed, or ``None``."""
+        from neuralengine.engine import Engine
+
+        if not isinstance(engine, Engine):
+            return None
+        if engine.is_fast():
+            engine.fast = engine
+            return None
+        engine.fast = None
+        if not candidate:
+            from neuralengine.paths import default_weights
+
+            candidate = str(default_weights())
         try:
-            if self.opener is not None:
-                engine = self.opener(path, backend, threads)
-            else:
-                from neuralengine.engine import Engine
-
-                engine = Engine.open(os.path.expanduser(path), backend, threads)
+            if os.path.samefile(os.path.expanduser(candidate), os.path.expanduser(path)):
+                return None  # the slow model itself: no fast network
+        except OSError:
+            pass
+        try:
+            fast = self._open(candidate, backend, threads, False)
         except Exception as exc:  # every failure becomes a message, never a crash
-            message = str(exc) or type(exc).__name__
-            if not path:
-                message = "no weights file set (setoption name WeightsFile value PATH)"
-            return None, message
-        if self.output.debug:
-            self.output.log(f"loaded in {time.monotonic() - started:.2f}s: {engine.describe()}")
-        return engine, None
+            return f"{candidate}: {str(exc) or type(exc).__name__}"
+        if fast is not engine and isinstance(fast, Engine):
+            engine.fast = fast
+            if self.output.debug:
+                self.output.log(f"fast network: {fast.describe()}")
+        return None
 
     def current(self) -> bool:
         """Whether the wanted key has been loaded (or has failed); call with :attr:`cond` held."""

@@ -21,7 +21,7 @@ BACKEND_CHOICES = ("auto", "onnx", "torch-cpu", "torch-cuda")
 MAX_TEMPERATURE = 100.0
 
 #: Options whose change needs the weights to be loaded again (lower-case names).
-LOAD_OPTIONS = ("weightsfile", "backend", "threads")
+LOAD_OPTIONS = ("weightsfile", "backend", "threads", "candidatemodel", "int8")
 
 #: How a language model behind HTTP finds its move (``LLMMode``; see :mod:`neuralengine.textlm.http`).
 LLM_MODES = ("auto", "score", "sample", "chat")
@@ -108,8 +108,8 @@ def default_weights_path() -> str:
     return str(default_weights())
 
 
-def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1, *,
-                 llm_model: str = "", llm_mode: str = "auto") -> dict[str, Option]:
+def make_options(weights: str | None = None, backend: str = "auto", threads: int = 1, candidate: str = "",
+                 int8: bool = False, *, llm_model: str = "", llm_mode: str = "auto") -> dict[str, Option]:
     """The option table, keyed by lower-case name.
 
     The ``LLM...`` options matter only when ``WeightsFile`` is an
@@ -119,6 +119,8 @@ def make_options(weights: str | None = None, backend: str = "auto", threads: int
     """
     options = [
         Option("WeightsFile", "string", weights if weights is not None else default_weights_path()),
+        Option("CandidateModel", "string", candidate),
+        Option("Int8", "check", int8),
         Option("Backend", "combo", backend, choices=BACKEND_CHOICES),
         Option("Threads", "spin", threads, 1, 256),
         Option("BatchSize", "spin", 256, 1, 4096),

@@ -83,15 +83,29 @@ def result_lines(board: chess.Board, result: MoveChoice, *, elapsed: float, mult
     """The lines that report ``result`` for ``board``, ``elapsed`` seconds after the ``go``.
 
     Returns the notes (texts of ``info string`` lines: the player's own
-    notes, and why the move went without evaluation) and the score lines, one
-    per ``multipv`` rank.
+    notes, why the move went without evaluation, or which fast network ranked
+    the moves and how many of them the network scored) and the score lines,
+    one per ``multipv`` rank. Each line's score is that of the model that
+    scored its move.
     """
     assert result.bestmove is not None
     time_ms = int(elapsed * 1000)
     nps = round(result.nodes / elapsed) if elapsed > 0 else 0
     notes = list(result.notes)
+    cascade = result.cascade
     if result.fallback:
         notes.append(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")
+    elif cascade is not None and cascade.fast_move:
+        notes.append(f"{cascade.reason}; playing {board.uci(result.bestmove)}, the best move of the fast network "
+                     f"{cascade.ranker} (it scored all {cascade.ranked} moves; nodes counts this network's)")
+    elif cascade is not None:
+        note = (f"cascade: {cascade.reason}; {cascade.ranker} ranked the {cascade.ranked} moves and the network "
+                f"scored the first {cascade.scored} of its ranking")
+        if multipv > cascade.scored:
+            note += f"; the lines of the moves it did not score show {cascade.ranker}'s scores"
+        notes.append(note)
+    elif result.late:
+        notes.append(f"{result.late}; all {result.nodes} moves evaluated anyway, as the last resort")
     if not result.ranked:
         from neuralengine.engine import fallback_score
 

@@ -90,7 +90,8 @@ class UciServer:
         return self.options[name.lower()].value
 
     def load_key(self) -> LoadKey:
-        return (str(self.option("WeightsFile")), str(self.option("Backend")), int(self.option("Threads")))
+        return (str(self.option("WeightsFile")), str(self.option("Backend")), int(self.option("Threads")),
+                str(self.option("CandidateModel")), bool(self.option("Int8")))
 
     def start_loading(self) -> None:
         self.loader.want(self.load_key())
@@ -160,11 +161,21 @@ class UciServer:
         with self.loader.cond:
             error, engine, announced = self.loader.error, self.loader.engine, self.loader.announced
             self.loader.announced = True
+            fast_error, self.loader.fast_error = self.loader.fast_error, None
+            notice, self.loader.notice = self.loader.notice, None
         if error:
             kept = f"; still playing with {engine.describe()}" if engine is not None else ""
             self.out.info(f"error: cannot load the weights: {error}{kept}")
         elif engine is not None and not announced:
             self.out.info(f"loaded {engine.describe()}")
+            fast = getattr(engine, "fast", None)
+            if fast is not None and fast is not engine:
+                self.out.info(f"fast network for the moves the clock cannot hold: {fast.describe()}")
+        if notice and not error:
+            self.out.info(notice)
+        if fast_error:
+            self.out.info(f"error: cannot load the candidate model: {fast_error}; without a fast network, "
+                          "moves the clock cannot hold are chosen without evaluation")
         self.out.send("readyok")
 
     def cmd_ucinewgame(self, args: list[str], now: float) -> None:
