@@ -18,6 +18,12 @@ STATE_VALUE = "state_value"
 BEHAVIORAL_CLONING = "behavioral_cloning"
 KINDS = (ACTION_VALUE, STATE_VALUE, BEHAVIORAL_CLONING)
 
+#: Text kinds: a causal language model that reads the game as a move
+#: transcript (``;1.e4 e5 2.Nf3``) and scores each move by the probability of
+#: its text. Their architecture is a :class:`TextModelConfig`.
+PGN_LM = "pgn_lm"
+TEXT_KINDS = (PGN_LM,)
+
 #: Attention layouts. ``full``: DeepMind's bidirectional attention over the
 #: whole 79-token sequence, one pass per move. ``shared_board``: the 78 board
 #: tokens attend only among themselves and each move token attends to the
@@ -141,3 +147,94 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
         return ModelConfig(**fields)
     except TypeError as exc:
         raise ConfigError(f"bad override for preset {name!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    """A character-level causal GPT in nanoGPT's layout (the ``pgn_lm`` kind).
+
+    Pre-norm blocks (LayerNorm, causal multi-head attention, GELU MLP of
+    ``4 * n_embd``), learned positions, the output head tied to the token
+    embedding; ``bias`` says whether the Linears and LayerNorms carry biases.
+    ``vocabulary`` lists the tokens by index (one character each).
+    """
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    vocabulary: tuple[str, ...]
+    bias: bool = False
+    kind: str = PGN_LM
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEXT_KINDS:
+            raise ConfigError(f"unknown text model kind {self.kind!r}; expected one of {TEXT_KINDS}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if not isinstance(self.bias, bool):
+            raise ConfigError(f"bias must be true or false, got {self.bias!r}")
+        vocab = self.vocabulary
+        if isinstance(vocab, list):  # from JSON
+            object.__setattr__(self, "vocabulary", tuple(vocab))
+            vocab = self.vocabulary
+        if (not isinstance(vocab, tuple) or not vocab
+                or not all(isinstance(t, str) and len(t) == 1 for t in vocab)):
+            raise ConfigError("vocabulary must be a non-empty list of single characters")
+        if len(set(vocab)) != len(vocab):
+            raise ConfigError("vocabulary lists a character twice")
+        eps = self.layer_norm_eps
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
+            raise ConfigError(f"layer_norm_eps must be a small positive number, got {eps!r}")
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    # The names the engine's descriptions use for every kind.
+    @property
+    def num_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def embed_dim(self) -> int:
+        return self.n_embd
+
+    @property
+    def num_heads(self) -> int:
+        return self.n_head
+
+    def num_parameters(self) -> int:
+        d, b = self.n_embd, int(self.bias)
+        norm = d + d * b  # one LayerNorm: weight (+ bias)
+        attention = 3 * d * d + 3 * d * b + d * d + d * b  # c_attn, c_proj
+        mlp = 4 * d * d + 4 * d * b + 4 * d * d + d * b  # c_fc, c_proj
+        per_layer = 2 * norm + attention + mlp
+        return self.vocab_size * d + self.block_size * d + self.n_layer * per_layer + norm
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["vocabulary"] = list(self.vocabulary)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TextModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("architecture must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown architecture fields: {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"incomplete architecture: {exc}") from exc

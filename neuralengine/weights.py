@@ -3,6 +3,13 @@
 The metadata (``__metadata__["neuralengine"]``) holds the architecture, the
 tokenizer and action-table fingerprints, the bucket count and the provenance.
 Nothing here uses pickle, and nothing imports PyTorch: tensors load as NumPy.
+
+Text models (the ``pgn_lm`` kind, :class:`~neuralengine.config.TextModelConfig`)
+share the file format: their ``architecture`` names the kind and carries the
+vocabulary, their tensors keep nanoGPT's names, and they have no board
+tokenizer or action table to fingerprint. :func:`load_text_weights` reads
+them; :func:`load_weights` and :func:`config_from_metadata` refuse them with
+a message, so that every command made for the board models says what it got.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from neuralengine.atomic import atomic_path
-from neuralengine.config import BOARD_HEAD, ConfigError, ModelConfig
+from neuralengine.config import ACTION_VALUE, BOARD_HEAD, TEXT_KINDS, ConfigError, ModelConfig, TextModelConfig
 from neuralengine.encoding import ACTIONS_SHA256, tokenizer_sha256
 
 FORMAT_NAME = "neuralengine-weights"
@@ -161,6 +168,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsError(f"{path} is not a neuralengine weights file")
     if meta.get("format_version") != FORMAT_VERSION:
         raise WeightsError(f"{path} has format version {meta.get('format_version')!r}; this engine reads {FORMAT_VERSION}")
+    if weights_kind(meta) in TEXT_KINDS:
+        return meta  # no board tokenizer, no action table
     if meta.get("actions_sha256") != ACTIONS_SHA256:
         raise WeightsError(f"{path} was made for a different action table (hash mismatch)")
     if meta.get("tokenizer_sha256") != tokenizer_sha256():
@@ -168,7 +177,19 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def weights_kind(meta: Mapping[str, Any]) -> str:
+    """The model kind a file's metadata names (``action_value`` when it names none)."""
+    arch = meta.get("architecture")
+    kind = arch.get("kind", ACTION_VALUE) if isinstance(arch, dict) else ACTION_VALUE
+    return kind if isinstance(kind, str) else repr(kind)
+
+
 def config_from_metadata(meta: Mapping[str, Any], where: str = "weights") -> ModelConfig:
+    """The board model's architecture; a text model is refused with a message."""
+    kind = weights_kind(meta)
+    if kind in TEXT_KINDS:
+        raise WeightsError(f"{where} is a {kind} text model; this needs a board model "
+                           f"(action_value, state_value or behavioral_cloning)")
     try:
         cfg = ModelConfig.from_dict(meta.get("architecture"))
     except ConfigError as exc:
@@ -205,3 +226,106 @@ def load_weights(path: str | os.PathLike[str]) -> Weights:
         if not np.isfinite(tensors[name]).all():
             raise WeightsError(f"{path}: tensor {name} holds NaN or infinite values")
     return Weights(cfg, tensors, meta, path, file_sha256(path))
+
+
+def any_config_from_metadata(meta: Mapping[str, Any], where: str = "weights") -> ModelConfig | TextModelConfig:
+    """The architecture of a file of any kind (for reports that describe every model)."""
+    if weights_kind(meta) in TEXT_KINDS:
+        return text_config_from_metadata(meta, where)
+    return config_from_metadata(meta, where)
+
+
+# --------------------------------------------------------------------------
+# Text models (pgn_lm)
+# --------------------------------------------------------------------------
+
+
+def text_expected_shapes(cfg: TextModelConfig) -> dict[str, tuple[int, ...]]:
+    """Tensor names (nanoGPT's, without the tied ``lm_head``) and shapes (``[out, in]``) of a text model."""
+    d = cfg.n_embd
+    shapes: dict[str, tuple[int, ...]] = {
+        "transformer.wte.weight": (cfg.vocab_size, d),
+        "transformer.wpe.weight": (cfg.block_size, d),
+    }
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}."
+        layers = {"ln_1": (d,), "attn.c_attn": (3 * d, d), "attn.c_proj": (d, d), "ln_2": (d,),
+                  "mlp.c_fc": (4 * d, d), "mlp.c_proj": (d, 4 * d)}
+        for name, shape in layers.items():
+            shapes[p + name + ".weight"] = shape
+            if cfg.bias:
+                shapes[p + name + ".bias"] = (shape[0],)
+    shapes["transformer.ln_f.weight"] = (d,)
+    if cfg.bias:
+        shapes["transformer.ln_f.bias"] = (d,)
+    return shapes
+
+
+def check_text_tensors(cfg: TextModelConfig, tensors: Mapping[str, Any]) -> None:
+    expected = text_expected_shapes(cfg)
+    missing = sorted(set(expected) - set(tensors))
+    unknown = sorted(set(tensors) - set(expected))
+    if missing:
+        raise WeightsError(f"missing tensors: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if unknown:
+        raise WeightsError(f"unknown tensors: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}")
+    for name, shape in expected.items():
+        got = tuple(tensors[name].shape)
+        if got != shape:
+            raise WeightsError(f"tensor {name} has shape {list(got)}, the architecture needs {list(shape)}")
+
+
+def text_config_from_metadata(meta: Mapping[str, Any], where: str = "weights") -> TextModelConfig:
+    try:
+        return TextModelConfig.from_dict(meta.get("architecture"))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise WeightsError(f"{where}: bad architecture: {exc}") from None
+
+
+def save_text_weights(path: str | os.PathLike[str], cfg: TextModelConfig, tensors: Mapping[str, np.ndarray],
+                      provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write a text model's ``tensors`` (float32 NumPy arrays) atomically; returns the path."""
+    from safetensors.numpy import save_file
+
+    check_text_tensors(cfg, tensors)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "architecture": cfg.to_dict(),
+            "provenance": dict(provenance or {})}
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    return path
+
+
+@dataclass
+class TextWeights:
+    config: TextModelConfig
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    path: Path | None = None
+    sha256: str = ""
+
+
+def load_text_weights(path: str | os.PathLike[str]) -> TextWeights:
+    """Load and validate a text model's weights file; every failure is a :class:`WeightsError`."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    kind = weights_kind(meta)
+    if kind not in TEXT_KINDS:
+        raise WeightsError(f"{path} is a {kind} model, not a text model ({', '.join(TEXT_KINDS)})")
+    cfg = text_config_from_metadata(meta, str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path} is corrupt: {exc}") from None
+    check_text_tensors(cfg, tensors)
+    for name, arr in tensors.items():
+        if arr.dtype != np.float32:
+            tensors[name] = arr.astype(np.float32)
+        if not np.isfinite(tensors[name]).all():
+            raise WeightsError(f"{path}: tensor {name} holds NaN or infinite values")
+    return TextWeights(cfg, tensors, meta, path, file_sha256(path))

@@ -122,12 +122,12 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """SHA-256, size, architecture and provenance of a weights file (None when absent or unreadable)."""
     if weights is None:
         return None
-    from neuralengine.weights import WeightsError, config_from_metadata, file_sha256, read_metadata
+    from neuralengine.weights import WeightsError, any_config_from_metadata, file_sha256, read_metadata
 
     path = Path(weights)
     try:
         meta = read_metadata(path)
-        cfg = config_from_metadata(meta, str(path))
+        cfg = any_config_from_metadata(meta, str(path))
     except (WeightsError, OSError) as exc:
         return {"path": path.name, "error": str(exc)}
     return {

@@ -130,15 +130,15 @@ class BackendResult:
 
 
 def model_summary(weights: str | os.PathLike[str]) -> dict[str, Any]:
-    from neuralengine.weights import config_from_metadata, file_sha256, read_metadata
+    from neuralengine.weights import any_config_from_metadata, file_sha256, read_metadata
 
     meta = read_metadata(weights)
-    cfg = config_from_metadata(meta, str(weights))
+    cfg = any_config_from_metadata(meta, str(weights))
     return {
         "file": Path(weights).name,
         "sha256": file_sha256(weights),
         "kind": cfg.kind,
-        "attention": cfg.attention,
+        "attention": getattr(cfg, "attention", "causal"),
         "layers": cfg.num_layers,
         "width": cfg.embed_dim,
         "heads": cfg.num_heads,

@@ -145,16 +145,23 @@ class Engine:
              warm_up: bool = True, **kwargs: object) -> "Engine":
         """Open a weights file with the named backend and measure its latency.
 
+        A model of another kind (a text model) is opened by its own player
+        (:mod:`neuralengine.engine.players`), which has this class's interface.
+
         Raises :class:`~neuralengine.weights.WeightsError` or ``ValueError``
         with a message that names the problem.
         """
         from neuralengine.backends import create_backend
         from neuralengine.deepmind import resolve_weights
+        from neuralengine.engine.players import player_for
         from neuralengine.weights import read_metadata
 
         # A released model's name or a DeepMind checkpoint folder becomes its converted file.
         weights_path = resolve_weights(weights_path)
-        read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        meta = read_metadata(weights_path)  # a missing or broken file fails here, before any backend import
+        player = player_for(meta)
+        if player is not None:
+            return player.open(weights_path, backend, threads, warm_up=warm_up, **kwargs)  # type: ignore[no-any-return]
         engine = cls(create_backend(weights_path, backend, threads), **kwargs)  # type: ignore[arg-type]
         if warm_up:
             engine.warm_up()

@@ -87,6 +87,9 @@ class MoveChoice:
     ponder: chess.Move | None = None
     #: Temperature used to choose the move.
     temperature: float = 0.0
+    #: What the user should be told about this choice (``info string`` lines), e.g. why
+    #: a text model handed the position to its fallback model.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def nps(self) -> int:

@@ -89,7 +89,7 @@ def result_lines(board: chess.Board, result: MoveChoice, *, elapsed: float, mult
     assert result.bestmove is not None
     time_ms = int(elapsed * 1000)
     nps = round(result.nodes / elapsed) if elapsed > 0 else 0
-    notes = []
+    notes = list(result.notes)
     if result.fallback:
         notes.append(f"{result.fallback}; playing {board.uci(result.bestmove)} without evaluation")
     if not result.ranked:

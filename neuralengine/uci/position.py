@@ -23,15 +23,23 @@ if TYPE_CHECKING:
 #: history holds. (The engine's draw rules walk back at most that far.)
 HISTORY_PLIES = 100
 
+#: A game of at most this many plies keeps its whole move stack: text models
+#: read the game from its first move (its transcript). No transcript of more
+#: plies fits a context of 1,024 characters (each ply takes at least three).
+GAME_PLIES = 340
+
 
 def with_history(board: chess.Board) -> chess.Board:
-    """A copy of ``board`` with the moves of its last ``min(halfmove clock, HISTORY_PLIES)`` plies only.
+    """A copy of ``board`` with its whole game when it has at most :data:`GAME_PLIES` plies, else with the
+    moves of its last ``min(halfmove clock, HISTORY_PLIES)`` plies only.
 
     Copying the whole move stack costs time in proportion to the game's
-    length (a quarter of a second for 50,000 plies); this copy costs the same
-    for every game, and the repetition rules read the same on it.
+    length (a quarter of a second for 50,000 plies); this copy costs at most
+    that of :data:`GAME_PLIES` plies for every game, and the repetition rules
+    read the same on it.
     """
-    return board.copy(stack=min(board.halfmove_clock, HISTORY_PLIES))
+    plies = len(board.move_stack)
+    return board.copy(stack=plies if plies <= GAME_PLIES else min(board.halfmove_clock, HISTORY_PLIES))
 
 
 def parse_move(board: chess.Board, text: str) -> chess.Move:
