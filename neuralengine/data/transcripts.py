@@ -6,7 +6,9 @@
 * ``train.txt`` and ``test.txt``: one game per line,
   ``GAME_ID<TAB>WHITE_ELO<TAB>BLACK_ELO<TAB>RESULT<TAB>TRANSCRIPT``, where the transcript is the movetext in the
   form the character-level models read: ``;1.e4 e5 2.Nf3 Nc6`` (a leading ``;``, SAN, no space after the move
-  number's dot, one space between moves, no result). An unknown Elo is ``-``.
+  number's dot, one space between moves, no result; :func:`neuralengine.textlm.transcript.transcript`). An
+  unknown Elo is ``-``. Games that do not start from the initial position (``--book``) have no transcript:
+  they go to the PGN files only.
 
 The split is by a hash of the game id (:func:`neuralengine.data.text.is_test_game`), as for positions. Games
 already in the ``.txt`` files are skipped on ``--resume``; a line cut off by a kill is dropped first.
@@ -16,31 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import chess
 import chess.pgn
 
 from neuralengine.atomic import write_bytes
 from neuralengine.data.text import is_test_game
+from neuralengine.textlm.transcript import transcript
 
 SPLITS = ("train", "test")
-
-
-def transcript(moves: Iterable[chess.Move], board: chess.Board | None = None) -> str:
-    """The ``;1.e4 e5 2.Nf3`` text of ``moves`` played from ``board`` (default: the initial position)."""
-    board = board.copy(stack=False) if board is not None else chess.Board()
-    parts: list[str] = []
-    for move in moves:
-        san = board.san(move)
-        if board.turn == chess.WHITE:
-            parts.append(f"{board.fullmove_number}.{san}")
-        elif not parts:
-            parts.append(f"{board.fullmove_number}...{san}")
-        else:
-            parts.append(san)
-        board.push(move)
-    return ";" + " ".join(parts)
 
 
 @dataclass
@@ -125,13 +112,13 @@ class TranscriptWriter:
         parsed = [chess.Move.from_uci(m) for m in moves]
         for move in parsed:
             node = node.add_variation(move)
-        text = transcript(parsed, board)
         pgn = self.files[(split, "pgn")]
         pgn.write(str(game) + "\n\n")  # type: ignore[attr-defined]
-        txt = self.files[(split, "txt")]
-        txt.write(TranscriptGame(gid, elos[0], elos[1], result, text).line())  # type: ignore[attr-defined]
         pgn.flush()  # type: ignore[attr-defined]
-        txt.flush()  # type: ignore[attr-defined]
+        if start_fen == chess.STARTING_FEN:
+            txt = self.files[(split, "txt")]
+            txt.write(TranscriptGame(gid, elos[0], elos[1], result, transcript(parsed)).line())  # type: ignore[attr-defined]
+            txt.flush()  # type: ignore[attr-defined]
         self.games_seen.add(gid)
         self.counts["games"] += 1
         self.counts[split] += 1

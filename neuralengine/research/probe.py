@@ -660,8 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "scored move (default random)")
     p.add_argument("--squares", type=int, default=8, metavar="S",
                    help="random squares per position whose own tokens are probed (default 8)")
-    p.add_argument("--features", default=",".join(FAMILIES),
-                   help=f"comma-separated feature families (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--features", default=None,
+                   help=f"comma-separated feature families (default: all of {','.join(FAMILIES)}; for a text "
+                        "model: piece3,piece13,strength)")
+    p.add_argument("--read-at", choices=("dot", "both"), default="dot",
+                   help="text models: read at the '.' of each move number (default), or also at the space before "
+                        "each black move")
     p.add_argument("--intervene", type=int, default=200, metavar="N",
                    help="held-out positions for the intervention test (0: skip; default 200)")
     p.add_argument("--intervene-layers", default="all",
@@ -690,6 +694,22 @@ def _parse_layers(text: str, num_layers: int) -> list[int]:
     return layers
 
 
+def _text_model(name: str | None) -> Path | None:
+    """The path of ``--weights`` when it is a text model (``pgn_lm``), else ``None``."""
+    if not name:
+        return None
+    from neuralengine.config import TEXT_KINDS
+    from neuralengine.weights import WeightsError, read_metadata, weights_kind
+
+    path = Path(name)
+    if not path.is_file():
+        return None
+    try:
+        return path if weights_kind(read_metadata(path)) in TEXT_KINDS else None
+    except WeightsError:
+        return None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Do the whole job; returns the report written to ``probes.json``."""
     import torch
@@ -702,6 +722,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from neuralengine.research.activations import WalkError, check_walk, readout_site
     from neuralengine.weights import WeightsError, load_weights
 
+    text_model = _text_model(args.weights)
+    if text_model is not None:
+        from neuralengine.research.text_probe import TEXT_FAMILIES, run_text
+
+        if args.features is None:
+            args.features = ",".join(TEXT_FAMILIES)
+        return run_text(args, text_model)
+    if args.features is None:
+        args.features = ",".join(FAMILIES)
     started = time.monotonic()
     show = not args.quiet
     families = [f.strip() for f in args.features.split(",") if f.strip()]
@@ -867,7 +896,12 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_table(report))
     if report["intervention"]:
-        print(format_intervention(report["intervention"]))
+        if report.get("kind") == "pgn_lm":
+            from neuralengine.research.text_probe import format_text_intervention
+
+            print(format_text_intervention(report["intervention"]))
+        else:
+            print(format_intervention(report["intervention"]))
     try:
         png = plot_heatmap(report, args.out / "probes.png")
     except ImportError:

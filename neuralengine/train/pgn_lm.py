@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,10 @@ import torch.nn.functional as F
 
 from neuralengine.atomic import atomic_path, write_text
 
+from neuralengine.textlm.transcript import CHESS_GPT_VOCABULARY
+
 #: Chess-GPT's 32 characters; a character's index is its token.
-VOCAB = " #+-.0123456789;=BKNOQRabcdefghx"
+VOCAB = "".join(CHESS_GPT_VOCABULARY)
 STOI = {c: i for i, c in enumerate(VOCAB)}
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -120,17 +122,52 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, idx: torch.Tensor, return_hidden: bool = False) -> Any:
+    def forward(self, idx: torch.Tensor, return_hidden: bool = False,
+                edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> Any:
         """Logits ``[B, T, vocab]``; with ``return_hidden`` also the residual stream after the embedding and
-        after every block (``n_layer + 1`` tensors ``[B, T, d]``)."""
+        after every block (``n_layer + 1`` tensors ``[B, T, d]``, index ``i`` after block ``i - 1``).
+        ``edit(i, x)``, when given, replaces the residual stream at index ``i`` before the network goes on
+        (the probes' interventions)."""
         t = idx.shape[1]
         x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(t, device=idx.device))
+        if edit is not None:
+            x = edit(0, x)
         hidden = [x]
-        for block in self.transformer.h:
+        for i, block in enumerate(self.transformer.h, start=1):
             x = block(x)
+            if edit is not None:
+                x = edit(i, x)
             hidden.append(x)
         logits = self.lm_head(self.transformer.ln_f(x))
         return (logits, hidden) if return_hidden else logits
+
+    def extend(self, idx: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+               edit: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Read ``idx`` ``[B, n]`` after the keys and values ``past`` of earlier characters (batch 1, shared by
+        every row); returns the logits and the keys and values of everything read. For the probes'
+        interventions, which edit the stream at one character and score the moves that follow it."""
+        b, n = idx.shape
+        start = past[0][0].shape[2] if past else 0
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(start, start + n, device=idx.device))
+        if edit is not None:
+            x = edit(0, x)
+        mask = torch.ones(n, start + n, dtype=torch.bool, device=idx.device).tril(diagonal=start)
+        kept = []
+        for i, block in enumerate(self.transformer.h):
+            d = x.shape[-1]
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(d, dim=2)
+            q, k, v = (z.view(b, n, block.n_head, d // block.n_head).transpose(1, 2) for z in (q, k, v))
+            if past:
+                k = torch.cat([past[i][0].expand(b, -1, -1, -1), k], dim=2)
+                v = torch.cat([past[i][1].expand(b, -1, -1, -1), v], dim=2)
+            kept.append((k, v))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(b, n, d))
+            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(x))))
+            if edit is not None:
+                x = edit(i + 1, x)
+        return self.lm_head(self.transformer.ln_f(x)), kept
 
     def nanogpt_state(self) -> dict[str, np.ndarray]:
         """The tensors under nanoGPT's names (``lm_head.weight`` is tied, so it is left out)."""
@@ -288,11 +325,42 @@ def model_from_checkpoint(path: Path) -> GPT:
     return model.eval()
 
 
+def text_config(model: GPT) -> Any:
+    from neuralengine.config import TextModelConfig
+
+    c = model.cfg
+    return TextModelConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                           vocabulary=CHESS_GPT_VOCABULARY, bias=c.bias)
+
+
 def export_weights(model: GPT, path: Path, provenance: dict[str, Any]) -> None:
     """The model in the engine's ``pgn_lm`` weights format."""
-    from neuralengine.textlm.weights import save_pgn_lm  # the engine's format; no PyTorch in it
+    from neuralengine.weights import save_text_weights
 
-    save_pgn_lm(path, model.model_args(), model.nanogpt_state(), VOCAB, provenance)
+    save_text_weights(path, text_config(model), model.nanogpt_state(), provenance)
+
+
+def model_from_weights(path: str | Path) -> GPT:
+    """A ``pgn_lm`` weights file as this PyTorch module (for probes, which edit the residual stream)."""
+    from neuralengine.weights import load_text_weights
+
+    weights = load_text_weights(path)
+    c = weights.config
+    if tuple(c.vocabulary) != CHESS_GPT_VOCABULARY:
+        raise ValueError("only models with Chess-GPT's vocabulary are supported here")
+    model = GPT(GPTConfig(c.n_layer, c.n_head, c.n_embd, c.block_size, c.bias))
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.tensors.items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_any(path: str | Path) -> GPT:
+    """A run folder, a checkpoint or a ``pgn_lm`` weights file as this PyTorch module."""
+    p = Path(path)
+    if p.is_dir() or p.name == CHECKPOINT:
+        return model_from_checkpoint(p)
+    return model_from_weights(p)
 
 
 # ---------------------------------------------------------------------------
@@ -510,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuralengine train pgn_lm",
                                 description="Train a character-level GPT (nanoGPT architecture) on move transcripts "
                                             "(neuralengine datagen --pgn).")
-    p.add_argument("--data", nargs="+", required=True, help="transcript files or folders (train*.txt)")
+    p.add_argument("--data", nargs="+", help="transcript files or folders (train*.txt); needed unless --export")
     p.add_argument("--test-data", nargs="+", help="held-out transcripts (default: test*.txt beside the data)")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
     p.add_argument("--layers", dest="n_layer", type=int, default=4)
@@ -533,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes (0: none)")
     p.add_argument("--watch", action="store_true", help="re-read the data files as they grow (at checkpoints)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--export", action="store_true",
+                   help="only write model.safetensors (and metrics.png) from the checkpoint in --out, then stop")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -540,8 +610,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuralengine train pgn_lm``."""
     args = build_parser().parse_args(argv)
+    if args.export:
+        run = Path(args.out)
+        if not (run / CHECKPOINT).exists():
+            print(f"neuralengine train pgn_lm: no {CHECKPOINT} in {run}", file=sys.stderr)
+            return 2
+        info, _ = load_checkpoint(run / CHECKPOINT)
+        export_weights(model_from_checkpoint(run), run / WEIGHTS,
+                       {"trained_by": "neuralengine train pgn_lm", "step": info["step"], "chars": info["chars"],
+                        "games": info.get("games")})
+        plot_metrics(run / "metrics.csv", run / "metrics.png")
+        print(f"wrote {run / WEIGHTS} (step {info['step']})")
+        return 0
     if args.n_embd % args.n_head:
         print("neuralengine train pgn_lm: --dim must be a multiple of --heads", file=sys.stderr)
+        return 2
+    if not args.data:
+        print("neuralengine train pgn_lm: --data is needed", file=sys.stderr)
         return 2
     names = {f.name for f in fields(PgnTrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
