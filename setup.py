@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["neuralengine", "neuralengine.*"]) + ["neuralengine.weights_data"],
     package_dir={"neuralengine.weights_data": "weights"},
     package_data={
-        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen"],
+        "neuralengine": ["py.typed", "benchmarks/*.epd", "benchmarks/*.fen", "benchmarks/*.pgn"],
         "neuralengine.weights_data": ["*.safetensors", "*.onnx", "README.md"],
     },
 )

@@ -84,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     if result.bestmove is None:
         print("game over: " + ("checkmate" if board.is_checkmate() else "stalemate") + "; no legal moves")
         return 0
-    label = "policy %" if engine.kind == "behavioral_cloning" else "win %"
+    # A policy (behavioural cloning) or a text model's move probabilities are not win probabilities.
+    label = "policy %" if engine.kind in ("behavioral_cloning", "pgn_lm") else "win %"
+    for note in result.notes:
+        print(f"note      {note}")
+    if result.fallback:
+        print(f"note      {result.fallback}")
     print(f"time      {result.time_s * 1000:.1f} ms for {result.nodes} move evaluations")
     print()
     print(f"{'rank':>4}  {'move':<6} {'san':<8} {label:>8} {'cp':>6}  note")

@@ -1,4 +1,4 @@
-"""Where things live: the shipped weights, the cache, DeepMind's models, and Stockfish."""
+"""Where things live: the shipped weights, the cache, DeepMind's and Chess-GPT's models, and Stockfish."""
 
 from __future__ import annotations
 
@@ -114,3 +114,27 @@ def downloaded_weights(name: str) -> Path:
     """The converted weights of a released DeepMind model in the cache
     (written by ``neuralengine download NAME``)."""
     return cache_dir() / "deepmind" / "models" / f"{name}.safetensors"
+
+
+#: Chess-GPT's published nanoGPT checkpoints (the ``pgn_lm`` kind), by the
+#: names ``neuralengine download`` and ``WeightsFile`` accept: the Hugging Face
+#: repository and the file in it.
+CHESS_GPT_MODELS: dict[str, tuple[str, str]] = {
+    "chessgpt-8": ("adamkarvonen/chess_llms", "lichess_8layers_ckpt_no_optimizer.pt"),
+    "chessgpt-16": ("adamkarvonen/chess_llms", "lichess_16layers_ckpt_no_optimizer.pt"),
+    "chessgpt-stockfish-16": ("adamkarvonen/chess_llms", "stockfish_16layers_ckpt_no_optimizer.pt"),
+}
+
+
+def text_model_name(value: str | os.PathLike[str]) -> str | None:
+    """The Chess-GPT model ``value`` names (any case), or None; a file or folder of that name wins."""
+    text = os.fspath(value)
+    for name in CHESS_GPT_MODELS:
+        if text.lower() == name.lower():
+            return None if os.path.exists(text) else name
+    return None
+
+
+def downloaded_text_weights(name: str) -> Path:
+    """The converted weights of a Chess-GPT model in the cache (written by ``neuralengine download NAME``)."""
+    return cache_dir() / "chessgpt" / "models" / f"{name}.safetensors"

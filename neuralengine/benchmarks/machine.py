@@ -140,6 +140,26 @@ def model_info(weights: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     }
 
 
+def plays_text_model(weights: str | os.PathLike[str] | None, *, other_engine: bool = False) -> bool:
+    """Whether our engine plays a text model (``pgn_lm``): the weights it is given, else the shipped ones.
+
+    ``other_engine``: the command is not ours, so without weights nothing is known (``False``).
+    """
+    from neuralengine.config import TEXT_KINDS
+    from neuralengine.weights import WeightsError, read_metadata, weights_kind
+
+    if weights is None:
+        if other_engine:
+            return False
+        from neuralengine.paths import default_weights
+
+        weights = default_weights()
+    try:
+        return weights_kind(read_metadata(weights)) in TEXT_KINDS
+    except (WeightsError, OSError):
+        return False
+
+
 def run_record(weights: str | os.PathLike[str] | None = None, **extra: Any) -> dict[str, Any]:
     """The record stored with every result: time, machine, versions, model, commit, command line."""
     record = {

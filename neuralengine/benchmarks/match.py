@@ -34,11 +34,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from neuralengine.benchmarks import elo as elo_maths
-from neuralengine.benchmarks.machine import cmdline, descendants, peak_memory_kib, run_record
-from neuralengine.benchmarks.openings import BUILTIN_OPENINGS, OpeningsError, detect_format, load_openings
+from neuralengine.benchmarks.machine import cmdline, descendants, peak_memory_kib, plays_text_model, run_record
+from neuralengine.benchmarks.openings import (
+    BUILTIN_OPENINGS,
+    BUILTIN_PGN_OPENINGS,
+    OpeningsError,
+    detect_format,
+    load_openings,
+)
 from neuralengine.benchmarks.parsers import GameRecord, LogParser, head_to_head
 from neuralengine import paths
 from neuralengine.benchmarks.runner import Adjudication, EngineSpec, RunnerError, TimeControl
@@ -516,12 +522,22 @@ def _engines(args: argparse.Namespace) -> tuple[EngineSpec, list[EngineSpec], di
     return ours, opponents, ratings
 
 
-def _settings(args: argparse.Namespace, out: Path) -> MatchSettings:
+def _settings(args: argparse.Namespace, out: Path, text_model: bool = False,
+              report: Callable[[str], None] = lambda _: None) -> MatchSettings:
+    """The match settings; ``text_model``: our engine reads games (``pgn_lm``), so the built-in openings are
+    played from the initial position (:data:`BUILTIN_PGN_OPENINGS`), and an EPD file is warned about."""
     tc = TimeControl.parse(args.tc)
     rounds = args.rounds if args.rounds is not None else (args.games + 1) // 2
     if rounds < 1 or args.concurrency < 1:
         raise ValueError("--games/--rounds and --concurrency must be positive")
     openings = Path(args.openings).resolve() if args.openings else BUILTIN_OPENINGS
+    if text_model and not args.openings:
+        openings = BUILTIN_PGN_OPENINGS
+        report(f"a text model reads the game: the built-in openings are played from the initial position "
+               f"({openings.name})")
+    elif text_model and detect_format(openings) == "epd":
+        report(f"warning: {openings.name} sets up positions from FENs, which a text model cannot read (it plays "
+               "them with its fallback model); use PGN openings")
     load_openings(openings, args.plies)  # fail early on a bad file
     sprt = None
     if args.sprt:
@@ -569,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path("matches") / stamp
     try:
         ours, opponents, ratings = _engines(args)
-        settings = _settings(args, out)
+        text_model = plays_text_model(ours.options.get("WeightsFile"), other_engine=bool(args.engine_cmd))
+        settings = _settings(args, out, text_model, report=lambda text: print(f"match: {text}", file=err))
         tool, executable = _choose_tool(args)
         if settings.sprt is not None and len(opponents) != 1:
             raise ValueError("--sprt needs exactly one opponent")

@@ -33,6 +33,10 @@ import chess.pgn
 #: The built-in opening set.
 BUILTIN_OPENINGS = Path(__file__).resolve().with_name("openings.epd")
 
+#: The same openings as games from the initial position (their ``c0`` moves), for engines that read the game
+#: (text models): the engine is sent ``position startpos moves ...``.
+BUILTIN_PGN_OPENINGS = Path(__file__).resolve().with_name("openings.pgn")
+
 
 class OpeningsError(ValueError):
     """An opening file that cannot be used."""

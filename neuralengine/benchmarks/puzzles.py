@@ -14,6 +14,13 @@ puzzle is solved when all the engine's moves pass.
 The engine is driven as a UCI subprocess through python-chess, which sends
 the whole history (``position fen FEN moves ...``), so the engine sees the
 same repetition history a game would give it.
+
+The Lichess file names the game a puzzle comes from (``GameUrl``) but holds
+none of its moves. A file may add them in a ``GameMoves`` column: the moves
+from the initial position to the puzzle's FEN, in UCI or SAN (move numbers
+are ignored). The engine is then given the game (``position startpos moves
+...``). Text models (the ``pgn_lm`` kind) read only games: with one, the
+puzzles without ``GameMoves`` are skipped and counted in the report.
 """
 
 from __future__ import annotations
@@ -32,13 +39,16 @@ from typing import Any, Callable, Iterable, Sequence
 import chess
 
 from neuralengine.benchmarks.elo import jsonable, z_value
-from neuralengine.benchmarks.machine import run_record
+from neuralengine.benchmarks.machine import plays_text_model, run_record
 from neuralengine.uci import NO_NETWORK
 
 #: A move source: the engine's move in a position (the board carries the puzzle's history).
 MoveSource = Callable[[chess.Board], chess.Move | None]
 
 REQUIRED_COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
+
+#: The optional column with the game's moves up to the puzzle's FEN.
+GAME_MOVES_COLUMN = "GameMoves"
 
 
 class PuzzleFileError(ValueError):
@@ -58,6 +68,8 @@ class Puzzle:
     moves: list[str]
     rating: int
     themes: str = ""
+    #: The game's moves (UCI) from the initial position to :attr:`fen`, when the file gives them.
+    game: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -129,12 +141,41 @@ def _parse_row(row: dict[str, Any]) -> Puzzle:
         if move not in board.legal_moves:
             raise ValueError(f"puzzle {pid or '?'}: {uci} is illegal in {board.fen()}")
         board.push(move)
-    return Puzzle(pid, fen, moves, rating, (row.get("Themes") or "").strip())
+    game = _parse_game(pid, fen, row.get(GAME_MOVES_COLUMN) or "")
+    return Puzzle(pid, fen, moves, rating, (row.get("Themes") or "").strip(), game)
+
+
+def _parse_game(pid: str, fen: str, text: str) -> list[str]:
+    """The game's moves (UCI) from the initial position, checked to reach ``fen`` (``[]`` when none are given)."""
+    board = chess.Board()
+    for token in text.split():
+        if token.rstrip(".").isdigit() or token in ("1-0", "0-1", "1/2-1/2", "*"):
+            continue  # move numbers and results
+        if "." in token:
+            token = token.rsplit(".", 1)[1]  # "12.Nf3"
+        try:
+            move = board.parse_uci(token)
+        except ValueError:
+            try:
+                move = board.parse_san(token)
+            except ValueError:
+                raise ValueError(f"puzzle {pid or '?'}: game move {token!r} is not legal in {board.fen()}") from None
+        board.push(move)
+    if not board.move_stack:
+        return []
+    if board.epd() != chess.Board(fen).epd():
+        raise ValueError(f"puzzle {pid or '?'}: its game moves lead to {board.fen()}, not to the puzzle's FEN")
+    return [m.uci() for m in board.move_stack]
 
 
 def solve(puzzle: Puzzle, move_source: MoveSource) -> PuzzleResult:
     """Score one puzzle with ``move_source`` (DeepMind's rule: all engine moves match, or a mate)."""
-    board = chess.Board(puzzle.fen)
+    if puzzle.game:
+        board = chess.Board()
+        for uci in puzzle.game:
+            board.push_uci(uci)
+    else:
+        board = chess.Board(puzzle.fen)
     result = PuzzleResult(puzzle.id, puzzle.rating, False)
     for i, uci in enumerate(puzzle.moves):
         expected = chess.Move.from_uci(uci)
@@ -405,6 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"puzzles: cannot load the weights: {exc}", file=err)
             return 2
         options.setdefault("WeightsFile", str(weights.resolve()))
+    without_game = 0
+    if plays_text_model(options.get("WeightsFile"), other_engine=bool(args.engine)):
+        kept = [p for p in puzzles if p.game]
+        without_game = len(puzzles) - len(kept)
+        puzzles = kept
+        if without_game:
+            print(f"puzzles: {without_game} puzzles skipped: a text model (pgn_lm) reads the game, and the file gives "
+                  f"no game moves for them (column {GAME_MOVES_COLUMN})", file=err)
+        if not puzzles:
+            print("puzzles: no puzzle left to play", file=err)
+            return 2
     # The output folder is checked before the puzzles are played, not after.
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -445,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                    "limit": {k: v for k, v in (("time", limit.time), ("depth", limit.depth),
                                                ("nodes", limit.nodes)) if v is not None}},
         "skipped_rows": len(skipped),
+        "skipped_without_game": without_game,
         "seconds": seconds,
         "accuracy": table,
         "failed": [{"id": r.id, "rating": r.rating, "at": r.failed_at, "engine_moves": r.engine_moves,

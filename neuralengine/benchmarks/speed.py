@@ -11,6 +11,9 @@ suite (:mod:`neuralengine.benchmarks.suite`). Reported per backend:
 * **per node**: median and 95th percentile of that time divided by the
   position's legal-move count.
 
+A text model (``pgn_lm``) reads games, not positions: it plays as many
+moves of its own game from the initial position instead (grouped by ply).
+
 ``--compare-attention`` builds two random models of one size, DeepMind's full
 attention and the shared-board layout, and measures both in the same run:
 their cost does not depend on the weights, so random weights measure the
@@ -38,6 +41,7 @@ from typing import Any, Sequence
 from neuralengine.benchmarks.elo import jsonable
 from neuralengine.benchmarks.machine import run_record
 from neuralengine.benchmarks.suite import SuitePosition, load_suite
+from neuralengine.config import TEXT_KINDS
 
 #: Backends ``--backend all`` tries, in this order.
 ALL_BACKENDS = ("onnx", "torch-cpu", "torch-cuda")
@@ -161,6 +165,8 @@ def bench_backend(weights: str | os.PathLike[str], backend: str, positions: Sequ
     load_s = time.perf_counter() - start
     result = BackendResult(label or Path(weights).stem, backend, engine.backend.device, threads, batch_size,
                            model_summary(weights), load_s=load_s)
+    if engine.kind in TEXT_KINDS:
+        return _bench_text_game(engine, result, len(positions), passes, progress)
     boards = [(chess.Board(p.fen), p.group) for p in positions]
     for board, _ in boards[:3]:  # caches, allocations, lazy kernels
         engine.choose_move(board)
@@ -173,6 +179,36 @@ def bench_backend(weights: str | os.PathLike[str], backend: str, positions: Sequ
             result.times.append(elapsed)
             result.nodes.append(found.nodes)
             result.groups.append(group)
+            bar.update()
+    bar.close()
+    return result
+
+
+def _bench_text_game(engine: Any, result: BackendResult, count: int, passes: int, progress: bool) -> BackendResult:
+    """A text model reads games, not positions: it plays ``count`` moves of its own game, from the initial
+    position, as in a UCI game (each move reads only the characters the last moves added). The game starts
+    again when it ends or no longer fits the model's context; every pass replays it."""
+    import chess
+
+    from neuralengine.progress import Progress
+
+    engine.choose_move(chess.Board())  # allocations
+    bar = Progress(f"bench {result.label} game", count * passes, "pos", enabled=progress)
+    for _ in range(passes):
+        board = chess.Board()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            found = engine.choose_move(board)
+            elapsed = time.perf_counter() - t0
+            if found.notes or found.bestmove is None:  # beyond the context: timed by the fallback model
+                board = chess.Board()
+                continue
+            result.times.append(elapsed)
+            result.nodes.append(found.nodes)
+            result.groups.append(f"plies {len(board.move_stack) // 20 * 20}-{len(board.move_stack) // 20 * 20 + 19}")
+            board.push(found.bestmove)
+            if board.is_game_over(claim_draw=True):
+                board = chess.Board()
             bar.update()
     bar.close()
     return result

@@ -1,8 +1,8 @@
 """The one route from a ``--weights`` or ``WeightsFile`` value to a weights file.
 
 :func:`resolve_weights` takes a weights file (returned as it is), the name of
-a released DeepMind model (its conversion in the cache, written by
-``neuralengine download``) or a DeepMind checkpoint folder. A folder is
+a released DeepMind or Chess-GPT model (its conversion in the cache, written
+by ``neuralengine download``) or a DeepMind checkpoint folder. A folder is
 converted once into ``<cache>/deepmind/<fingerprint>/`` (the cache of
 :func:`neuralengine.paths.cache_dir`); later calls reuse it until the
 checkpoint's files or the converter change. The engine, ``analyse``,
@@ -69,8 +69,15 @@ def resolve_weights(path: str | os.PathLike[str], *, step: int | None = None, em
     told which file is used and when a conversion runs. Errors are
     :class:`~neuralengine.weights.WeightsError`.
     """
-    from neuralengine.paths import deepmind_model_name, downloaded_weights
+    from neuralengine.paths import deepmind_model_name, downloaded_text_weights, downloaded_weights, text_model_name
 
+    text_name = text_model_name(path)
+    if text_name is not None:
+        target = downloaded_text_weights(text_name)
+        if not target.is_file():
+            raise WeightsError(f"Chess-GPT's {text_name} model is not downloaded yet: run 'neuralengine download "
+                               f"{text_name}' (it converts into {target})")
+        return target
     name = deepmind_model_name(path)
     if name is not None:
         target = downloaded_weights(name)

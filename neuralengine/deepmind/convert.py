@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from neuralengine.config import KINDS
 from neuralengine.deepmind.checkpoint import READERS, Location, locate, read_params
@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neuralengine convert",
         description="Convert released checkpoints into the engine's weights format (with the ONNX graph).")
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    add_parser(sub)
+    return parser
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``deepmind`` subcommand's parser, added to the subparsers ``sub``."""
     dm = sub.add_parser(
         "deepmind", help="DeepMind's searchless_chess orbax checkpoints (9M, 136M, 270M, 9M_state_value, "
                          "9M_behavioral_cloning)",
@@ -129,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--reader", choices=("auto",) + READERS, default="auto",
                     help="library reading the checkpoint (default auto: tensorstore, else orbax)")
     dm.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    return parser
+    return dm
 
 
 def main(argv: list[str] | None = None) -> int:
