@@ -7,8 +7,10 @@
   ``parsed``: any text python-chess's SAN parser accepts, e.g. a missing ``+``). Also: how often the text is
   the move that was played in the game. Positions stop where the game no longer fits the context.
 * **Matches** (``--match-games``): ``neuralengine match`` against the random mover and against Stockfish
-  ``UCI_Elo`` 1350 (the default opponents), from the built-in openings given as moves (a PGN written from
-  the openings' move lists, so that the engine gets the game's transcript).
+  ``UCI_Elo`` 1350 (the default opponents), from the built-in openings (played as games from the initial
+  position for a text model), without the engine's mate rule, games drawn after ``--max-moves``.
+* **Mate-in-one puzzles** (``--mate-puzzles N``): every position of the held-out games where the side to move
+  can mate at once, as a puzzle file with the game's moves, through ``neuralengine puzzles`` (mate rule off).
 
 It is a measurement, not a test: ``pytest bench -k pgn_lm_eval`` runs it once on the small committed model.
 
@@ -101,29 +103,67 @@ def legal_move_rate(weights: str | Path, data: Sequence[str | Path], games: int 
     }
 
 
-def openings_pgn(path: Path) -> Path:
-    """The built-in openings as a PGN of their move lists (EPD ``c0``), so that games carry a transcript."""
-    import chess.pgn
+def mate_puzzles(data: Sequence[str | Path], path: Path, limit: int, block_size: int = 1023) -> int:
+    """Mate-in-one puzzles from held-out games, in the Lichess CSV format with a ``GameMoves`` column.
 
-    from neuralengine.benchmarks.openings import BUILTIN_OPENINGS
+    Every position of the games where the side to move can mate at once (and the game still fits the context)
+    becomes a puzzle: ``FEN`` is the position before the opponent's last move, ``Moves`` that move and one
+    mate. Any mate solves it. Returns the number written."""
+    import csv
 
-    games = []
-    for line in BUILTIN_OPENINGS.read_text(encoding="utf-8").splitlines():
-        if "c0 \"" not in line:
-            continue
-        moves = line.split("c0 \"", 1)[1].split("\"", 1)[0]
+    from neuralengine.research.text_probe import load_games
+    from neuralengine.textlm.transcript import transcript
+
+    rows = []
+    for game in load_games([Path(p) for p in data], 10 ** 6):
         board = chess.Board()
-        game = chess.pgn.Game()
-        node: chess.pgn.GameNode = game
-        for word in moves.split():
-            if word.endswith("."):
-                continue
-            move = board.parse_san(word)
+        for ply, move in enumerate(game.moves):
             board.push(move)
-            node = node.add_variation(move)
-        games.append(str(game))
-    path.write_text("\n\n".join(games) + "\n", encoding="utf-8")
-    return path
+            if len(rows) >= limit or len(transcript(board)) + 12 > block_size:
+                break
+            mates = [m for m in board.legal_moves if board.gives_check(m) and _mates(board, m)]
+            if mates and ply >= 1:
+                before = board.copy()
+                last = before.pop()
+                rows.append({"PuzzleId": f"{game.game}@{ply}", "FEN": before.fen(),
+                             "Moves": f"{last.uci()} {mates[0].uci()}", "Rating": 1000, "RatingDeviation": 0,
+                             "Popularity": 0, "NbPlays": 0, "Themes": "mate mateIn1", "GameUrl": "",
+                             "OpeningTags": "", "GameMoves": " ".join(m.uci() for m in before.move_stack)})
+        if len(rows) >= limit:
+            break
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["PuzzleId", "FEN", "Moves", "Rating"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def _mates(board: chess.Board, move: chess.Move) -> bool:
+    board.push(move)
+    try:
+        return board.is_checkmate()
+    finally:
+        board.pop()
+
+
+def run_puzzles(weights: str | Path, data: Sequence[str | Path], out: Path, limit: int) -> dict[str, Any]:
+    """``neuralengine puzzles`` on mate-in-one puzzles of the held-out games, without the engine's mate rule."""
+    out.mkdir(parents=True, exist_ok=True)
+    from neuralengine.weights import read_metadata
+
+    block = int(read_metadata(weights)["architecture"]["block_size"])
+    n = mate_puzzles(data, out / "mate_puzzles.csv", limit, block)
+    if not n:
+        return {"puzzles": 0}
+    cmd = [sys.executable, "-m", "neuralengine", "puzzles", str(out / "mate_puzzles.csv"), "--weights", str(weights),
+           "--engine-option", "MateRule=false", "--out", str(out / "puzzles"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    report_path = out / "puzzles" / "puzzles.json"
+    if proc.returncode != 0 or not report_path.exists():
+        return {"puzzles": n, "exit": proc.returncode, "stderr": proc.stderr[-2000:]}
+    overall = json.loads(report_path.read_text(encoding="utf-8"))["accuracy"]["overall"]
+    return {"puzzles": n, "solved": overall["solved"], "accuracy": overall["accuracy"],
+            "command": " ".join(["neuralengine"] + cmd[3:])}
 
 
 def run_matches(weights: str | Path, out: Path, games: int, tc: str, opponents: Sequence[str], max_moves: int = 80,
@@ -134,13 +174,12 @@ def run_matches(weights: str | Path, out: Path, games: int, tc: str, opponents: 
     ``max_moves`` full moves is drawn, so that the games stay inside a 1,023-character context (about 89
     moves) and the fallback model never plays."""
     out.mkdir(parents=True, exist_ok=True)
-    book = openings_pgn(out / "openings.pgn")
     results: dict[str, Any] = {}
     for opponent in opponents:
         flag = ["--random-mover"] if opponent == "random" else ["--stockfish-elo", opponent.split(":", 1)[1]]
         folder = out / f"match-{opponent.replace(':', '')}"
         cmd = [sys.executable, "-m", "neuralengine", "match", "--weights", str(weights), *flag, "--games", str(games),
-               "--tc", tc, "--openings", str(book), "--openings-order", "random", "--max-moves", str(max_moves),
+               "--tc", tc, "--max-moves", str(max_moves),
                "--engine-option", f"MateRule={'true' if mate_rule else 'false'}", "--out", str(folder), "--quiet"]
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -178,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         "inside the model's context)")
     p.add_argument("--mate-rule", action="store_true", help="let the engine play a mate in one itself (default off: "
                                                                "the model's own choices)")
-    p.add_argument("--out", type=Path, help="folder for eval.json and the matches")
+    p.add_argument("--mate-puzzles", type=int, default=0,
+                   help="mate-in-one puzzles from the held-out games (default 0: none)")
+    p.add_argument("--out", type=Path, help="folder for eval.json, the matches and the puzzles")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -194,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         result["matches"] = run_matches(args.weights, args.out, args.match_games, args.tc,
                                         [o for o in args.opponents.split(",") if o], args.max_moves, args.mate_rule)
+    if args.mate_puzzles:
+        if args.out is None:
+            print("pgn_lm_eval: --mate-puzzles needs --out", file=sys.stderr)
+            return 2
+        result["mate_puzzles"] = run_puzzles(args.weights, args.data, args.out, args.mate_puzzles)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "eval.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -204,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"legal-move rate (unmasked, greedy): {legal['legal_rate']:.3f} strict, {legal['legal_rate_parsed']:.3f} "
               f"parsed, over {legal['positions']} positions of {legal['games']} games; the game's move "
               f"{legal['game_move_rate']:.3f}; by move number {legal['legal_rate_by_move_number']}")
+        if "mate_puzzles" in result:
+            mp = result["mate_puzzles"]
+            print(f"mate-in-one puzzles from the held-out games: {mp.get('solved', '-')} of {mp['puzzles']} solved"
+                  + (f" ({100 * mp['accuracy']:.1f} %)" if mp.get("accuracy") is not None else f" {mp.get('stderr', '')}"))
         for name, m in result.get("matches", {}).items():
             if "score" in m:
                 print(f"match vs {name}: +{m['wins']} ={m['draws']} -{m['losses']} of {m['games']}, score "
