@@ -701,7 +701,16 @@ def _text_model(name: str | None) -> Path | None:
     from neuralengine.config import TEXT_KINDS
     from neuralengine.weights import WeightsError, read_metadata, weights_kind
 
+    from neuralengine.paths import text_model_name
+
     path = Path(name)
+    if text_model_name(name) is not None:  # a downloaded Chess-GPT model
+        from neuralengine.deepmind import resolve_weights
+
+        try:
+            path = resolve_weights(name)
+        except WeightsError as exc:
+            raise ProbeError(str(exc)) from None
     if not path.is_file():
         return None
     try:
