@@ -219,7 +219,7 @@ def test_features_frame_the_board_for_the_player_to_move():
 
 @pytest.mark.slow
 def test_probe_command_on_a_text_model(tiny_run, tmp_path, capsys):
-    from neuralengine.research.probe import main
+    from neuralengine.research.command import main
 
     out = tmp_path / "probes"
     code = main([str(SAMPLE / "train.txt"), str(SAMPLE / "test.txt"), "--weights", str(tiny_run / "model.safetensors"),
@@ -241,7 +241,7 @@ def test_probe_command_on_a_text_model(tiny_run, tmp_path, capsys):
 
 
 def test_probe_refuses_board_features_for_a_text_model(tiny_run, tmp_path, capsys):
-    from neuralengine.research.probe import main
+    from neuralengine.research.command import main
 
     code = main([str(SAMPLE / "train.txt"), "--weights", str(tiny_run / "model.safetensors"), "--features", "move",
                  "--out", str(tmp_path / "p"), "--quiet"])

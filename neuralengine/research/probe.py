@@ -694,31 +694,6 @@ def _parse_layers(text: str, num_layers: int) -> list[int]:
     return layers
 
 
-def _text_model(name: str | None) -> Path | None:
-    """The path of ``--weights`` when it is a text model (``pgn_lm``), else ``None``."""
-    if not name:
-        return None
-    from neuralengine.config import TEXT_KINDS
-    from neuralengine.weights import WeightsError, read_metadata, weights_kind
-
-    from neuralengine.paths import text_model_name
-
-    path = Path(name)
-    if text_model_name(name) is not None:  # a downloaded Chess-GPT model
-        from neuralengine.deepmind import resolve_weights
-
-        try:
-            path = resolve_weights(name)
-        except WeightsError as exc:
-            raise ProbeError(str(exc)) from None
-    if not path.is_file():
-        return None
-    try:
-        return path if weights_kind(read_metadata(path)) in TEXT_KINDS else None
-    except WeightsError:
-        return None
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Do the whole job; returns the report written to ``probes.json``."""
     import torch
@@ -731,13 +706,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from neuralengine.research.activations import WalkError, check_walk, readout_site
     from neuralengine.weights import WeightsError, load_weights
 
-    text_model = _text_model(args.weights)
-    if text_model is not None:
-        from neuralengine.research.text_probe import TEXT_FAMILIES, run_text
-
-        if args.features is None:
-            args.features = ",".join(TEXT_FAMILIES)
-        return run_text(args, text_model)
     if args.features is None:
         args.features = ",".join(FAMILIES)
     started = time.monotonic()
@@ -905,12 +873,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_table(report))
     if report["intervention"]:
-        if report.get("kind") == "pgn_lm":
-            from neuralengine.research.text_probe import format_text_intervention
-
-            print(format_text_intervention(report["intervention"]))
-        else:
-            print(format_intervention(report["intervention"]))
+        print(format_intervention(report["intervention"]))
     try:
         png = plot_heatmap(report, args.out / "probes.png")
     except ImportError:
