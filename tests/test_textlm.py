@@ -263,6 +263,15 @@ def test_temperature_searchmoves_and_the_mate_rule(text_weights: Path) -> None:
     assert choice.bestmove == chess.Move.from_uci("d8h4") and choice.ranked[0].rule == "mate"
 
 
+def test_ponder_predicts_the_models_own_reply(text_weights: Path) -> None:
+    engine = TextLMEngine(TextLM.load(text_weights), fallback=None)
+    board = board_after(RUY_LOPEZ[:4])
+    choice = engine.choose_move(board, ponder=True)
+    board.push(choice.bestmove)
+    assert choice.ponder == engine.choose_move(board).bestmove
+    assert choice.ponder in board.legal_moves
+
+
 def test_no_time_plays_a_legal_move_at_once(text_weights: Path) -> None:
     engine = TextLMEngine(TextLM.load(text_weights), fallback=None)
     engine.warm_up()

@@ -208,3 +208,29 @@ def test_meta_reading_takes_the_vocabulary_order_from_itos(tmp_path: Path) -> No
     meta.write_bytes(buffer.getvalue())
     with pytest.raises(ConvertError, match="single characters"):
         read_meta(meta)
+
+
+def test_a_nanogpt_checkpoint_plays_in_a_gui_with_one_command(tmp_path: Path) -> None:
+    """The GUI's engine command names the .pt file: it is converted once into the cache, then played."""
+    import shutil
+
+    import chess.engine
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "compiled_nobias" / "ckpt.pt", folder / "ckpt.pt")
+    shutil.copy(FIXTURES / "compiled_nobias" / "meta.pkl", folder / "meta.pkl")  # beside it: used
+    env = dict(os.environ, NEURALENGINE_CACHE=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "neuralengine", "uci", "--weights", str(folder / "ckpt.pt")]
+    position = reference("compiled_nobias")["positions"][5]
+    board = chess.Board()
+    for uci in position["moves"]:
+        board.push_uci(uci)
+    for _ in range(2):  # the second start finds the conversion
+        engine = chess.engine.SimpleEngine.popen_uci(command, env=env, timeout=60)
+        try:
+            engine.configure({"MateRule": False})
+            assert engine.play(board, chess.engine.Limit(time=5)).move.uci() == position["best"]
+        finally:
+            engine.quit()
+    assert len(list((tmp_path / "cache" / "nanogpt").glob("*/ckpt.safetensors"))) == 1

@@ -2,7 +2,8 @@
 
 :func:`resolve_weights` takes a weights file (returned as it is), the name of
 a released DeepMind or Chess-GPT model (its conversion in the cache, written
-by ``neuralengine download``) or a DeepMind checkpoint folder. A folder is
+by ``neuralengine download``), a DeepMind checkpoint folder or a nanoGPT
+checkpoint file (``ckpt.pt``, Chess-GPT's ``.pt`` files). A folder is
 converted once into ``<cache>/deepmind/<fingerprint>/`` (the cache of
 :func:`neuralengine.paths.cache_dir`); later calls reuse it until the
 checkpoint's files or the converter change. The engine, ``analyse``,
@@ -86,6 +87,8 @@ def resolve_weights(path: str | os.PathLike[str], *, step: int | None = None, em
                                 f"(it converts into {target})")
         return target
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in NANOGPT_SUFFIXES:
+        return _nanogpt_conversion(path, report or _stderr)
     if not path.is_dir():
         return path
     report = report or _stderr
@@ -104,6 +107,33 @@ def resolve_weights(path: str | os.PathLike[str], *, step: int | None = None, em
             return target
         report(f"DeepMind checkpoint {path}: converting it once into {target}")
         convert_location(locate(path, step, ema), target, heads=heads, report=report, progress=False)
+    return target
+
+
+#: File names of PyTorch checkpoints, taken as nanoGPT's (``ckpt.pt``, Chess-GPT's ``*_ckpt_no_optimizer.pt``).
+NANOGPT_SUFFIXES = (".pt", ".pth")
+
+
+def _nanogpt_conversion(path: Path, report: Reporter) -> Path:
+    """A nanoGPT checkpoint converted once into ``<cache>/nanogpt/<fingerprint>/`` (with the ``meta.pkl``
+    beside it, if any); later calls reuse the conversion until the files or the converter change."""
+    from neuralengine.paths import cache_dir
+    from neuralengine.textlm.convert import CONVERTER_VERSION, convert_nanogpt
+
+    meta = path.with_name("meta.pkl")
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for item in (path, meta):
+        if item.is_file():
+            stat = item.stat()
+            digest.update(f"|{item.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(f"|{CONVERTER_VERSION}".encode())
+    target = cache_dir() / "nanogpt" / digest.hexdigest()[:24] / (path.stem + ".safetensors")
+    if _usable(target):
+        return target
+    with file_lock(lock_path(target)):
+        if not _usable(target):
+            report(f"nanoGPT checkpoint {path}: converting it once into {target}")
+            convert_nanogpt(path, target, meta=meta if meta.is_file() else None, report=report)
     return target
 
 

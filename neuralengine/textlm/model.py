@@ -37,7 +37,7 @@ class ContextError(ValueError):
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, vectorised (fractional error below 1.2e-7: a Chebyshev fit of erfc)."""
+    """The error function, vectorised in ``x``'s type (a Chebyshev fit of erfc, fractional error below 1.2e-7)."""
     z = np.abs(x)
     t = 1.0 / (1.0 + 0.5 * z)
     poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
@@ -48,9 +48,17 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """The exact GELU, ``x * Phi(x)`` (worked out in float64, returned in ``x``'s type)."""
-    wide = x.astype(np.float64)
-    return (0.5 * wide * (1.0 + erf(wide * (1.0 / np.sqrt(2.0))))).astype(x.dtype)
+    """The exact GELU, ``x * Phi(x)``, in ``x``'s type."""
+    half = x.dtype.type(0.5)
+    return half * x * (1 + erf(x * x.dtype.type(1.0 / np.sqrt(2.0))))
+
+
+def _linear(x: np.ndarray, params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``x @ W + b`` over the last axis, as one matrix product (stacked products are slower)."""
+    shape = x.shape
+    out = x.reshape(-1, shape[-1]) @ params[0]
+    out += params[1]
+    return out.reshape(*shape[:-1], out.shape[-1])
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -111,6 +119,7 @@ class TextLM:
         self.wte = t["transformer.wte.weight"]
         self.wpe = t["transformer.wpe.weight"]
         self.head = np.ascontiguousarray(self.wte.T)
+        self._no_bias = np.zeros(config.vocab_size, dtype=np.float32)
         d = config.n_embd
         zeros = np.zeros(4 * d, dtype=np.float32)
 
@@ -150,65 +159,87 @@ class TextLM:
         var = (centred * centred).mean(axis=-1, keepdims=True)
         return centred / np.sqrt(var + np.float32(self.config.layer_norm_eps)) * params[0] + params[1]
 
-    def _attention(self, x: np.ndarray, layer: dict, past: tuple[np.ndarray, np.ndarray] | None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Causal attention of the new tokens ``x`` over the past (batch 1 or the same batch) and themselves."""
+    def _attention(self, x: np.ndarray, layer: dict, past: tuple[np.ndarray, np.ndarray] | None,
+                   mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Attention of the new tokens ``x`` over all the past (batch 1 or the same batch) and over the new
+        tokens ``mask`` allows (``[n, n]``, query by key: causal for a text)."""
         cfg = self.config
         b, n, d = x.shape
         h, hd = cfg.n_head, cfg.head_dim
-        qkv = x @ layer["c_attn"][0] + layer["c_attn"][1]
-        q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(b, n, h, hd).transpose(0, 2, 1, 3) for i in range(3))
-        scale = np.float32(1.0 / np.sqrt(hd))
-        own = (q @ k.transpose(0, 1, 3, 2)) * scale  # [b, h, n, n]
-        own = np.where(np.tril(np.ones((n, n), dtype=bool)), own, np.float32(-np.inf))
+        qkv = _linear(x, layer["c_attn"])
+        q, k, v = (np.ascontiguousarray(qkv[..., i * d:(i + 1) * d].reshape(b, n, h, hd).transpose(0, 2, 1, 3))
+                   for i in range(3))
+        q *= np.float32(1.0 / np.sqrt(hd))
+        own = q @ k.transpose(0, 1, 3, 2)  # [b, h, n, n]
+        own = np.where(mask, own, np.float32(-np.inf))
+        earlier = None
         if past is not None and past[0].shape[2]:
-            earlier = (q @ past[0].transpose(0, 1, 3, 2)) * scale  # [b, h, n, past]
+            keys, values = past
+            if keys.shape[0] == 1 and b > 1:
+                # A prefix shared by every row: one product per head over all rows' queries.
+                rows = q.transpose(1, 0, 2, 3).reshape(h, b * n, hd)
+                earlier = (rows @ keys[0].transpose(0, 2, 1)).reshape(h, b, n, -1).transpose(1, 0, 2, 3)
+            else:
+                earlier = q @ keys.transpose(0, 1, 3, 2)  # [b, h, n, past]
             scores = np.concatenate([earlier, own], axis=-1)
         else:
-            earlier = None
             scores = own
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        weights = np.exp(scores)
-        weights /= weights.sum(axis=-1, keepdims=True)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
         if earlier is not None:
             split = earlier.shape[-1]
-            out = weights[..., :split] @ past[1] + weights[..., split:] @ v  # type: ignore[index]
+            keys, values = past  # type: ignore[misc]
+            if values.shape[0] == 1 and b > 1:
+                shared = np.ascontiguousarray(scores[..., :split].transpose(1, 0, 2, 3)).reshape(h, b * n, split)
+                out = (shared @ values[0]).reshape(h, b, n, hd).transpose(1, 0, 2, 3)
+            else:
+                out = scores[..., :split] @ values
+            out = out + scores[..., split:] @ v
         else:
-            out = weights @ v
-        out = out.transpose(0, 2, 1, 3).reshape(b, n, d)
-        return out @ layer["attn_proj"][0] + layer["attn_proj"][1], k, v
+            out = scores @ v
+        out = np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(b, n, d)
+        return _linear(out, layer["attn_proj"]), k, v
 
     def forward(self, tokens: np.ndarray | Sequence[Sequence[int]], cache: KVCache | None = None, *,
-                keep_cache: bool = False, residuals: bool = False) -> ForwardResult:
+                keep_cache: bool = False, residuals: bool = False, positions: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> ForwardResult:
         """Run ``tokens`` (``[batch, n]``) after the tokens of ``cache`` (none by default).
 
         A cache of batch 1 is shared by every row of a larger batch. With
         ``keep_cache`` the result carries the cache extended by these tokens
         (same batch as ``cache`` needed); with ``residuals`` the residual
-        stream of every layer. Raises :class:`ContextError` past
-        ``block_size`` and ``ValueError`` for a token outside the vocabulary.
+        stream of every layer. ``positions`` (``[n]``, default: following the
+        cache) and ``mask`` (``[n, n]``, default: causal) let the tokens form
+        a tree rather than a text (:meth:`score`). Raises
+        :class:`ContextError` past ``block_size`` and ``ValueError`` for a
+        token outside the vocabulary.
         """
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.ndim != 2:
             raise ValueError("tokens must be [batch, length]")
         b, n = ids.shape
         start = cache.length if cache is not None else 0
-        if start + n > self.config.block_size:
-            raise ContextError(f"{start + n} characters are more than the model's context of "
+        if positions is None:
+            positions = np.arange(start, start + n)
+        if mask is None:
+            mask = np.tril(np.ones((n, n), dtype=bool))
+        if n and int(np.max(positions)) >= self.config.block_size:
+            raise ContextError(f"{int(np.max(positions)) + 1} characters are more than the model's context of "
                                f"{self.config.block_size}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
             raise ValueError("token outside the vocabulary")
         if cache is not None and keep_cache and cache.batch not in (b, 0):
             raise ValueError("a kept cache needs the batch of the cache it extends")
-        x = self.wte[ids] + self.wpe[start:start + n]
+        x = self.wte[ids] + self.wpe[positions]
         stream = [x] if residuals else []
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             past = (cache.keys[i], cache.values[i]) if cache is not None and cache.length else None
-            attended, k, v = self._attention(self._layer_norm(x, layer["ln_1"]), layer, past)
+            attended, k, v = self._attention(self._layer_norm(x, layer["ln_1"]), layer, past, mask)
             x = x + attended
-            hidden = gelu(self._layer_norm(x, layer["ln_2"]) @ layer["c_fc"][0] + layer["c_fc"][1])
-            x = x + (hidden @ layer["mlp_proj"][0] + layer["mlp_proj"][1])
+            hidden = gelu(_linear(self._layer_norm(x, layer["ln_2"]), layer["c_fc"]))
+            x = x + _linear(hidden, layer["mlp_proj"])
             if residuals:
                 stream.append(x)
             if keep_cache:
@@ -217,7 +248,7 @@ class TextLM:
                     v = np.concatenate([past[1], v], axis=2)
                 keys.append(k)
                 values.append(v)
-        logits = self._layer_norm(x, self.ln_f) @ self.head
+        logits = _linear(self._layer_norm(x, self.ln_f), (self.head, self._no_bias))
         return ForwardResult(logits, KVCache(keys, values) if keep_cache else None, stream)
 
     # -- scoring -----------------------------------------------------------
@@ -236,9 +267,14 @@ class TextLM:
         ``last_logits`` are the logits after the prefix's last token (they
         predict each continuation's first token). Each continuation's score
         is the sum over its tokens of ``log P(token | prefix, its earlier
-        tokens)``. Raises :class:`ContextError` when the longest does not fit
-        the context (its last token is predicted, never read, so a prefix of
-        ``P`` tokens and a continuation of ``m`` need ``P + m - 1`` positions).
+        tokens)``. The continuations' beginnings are read once each: they
+        form a tree (every candidate move of white starts with the same move
+        number, many with the same piece letter), read as one sequence whose
+        tokens attend to the prefix and to their own ancestors only, at the
+        positions they have in their texts. Raises :class:`ContextError` when
+        the longest does not fit the context (its last token is predicted,
+        never read, so a prefix of ``P`` tokens and a continuation of ``m``
+        need ``P + m - 1`` positions).
         """
         if not continuations:
             return np.zeros(0)
@@ -250,15 +286,29 @@ class TextLM:
                                f"model's context of {self.config.block_size}")
         first = log_softmax(last_logits)
         totals = np.array([first[c[0]] for c in continuations], dtype=np.float64)
-        if longest == 1:
+        # The tree of the continuations' proper beginnings: node = the beginning c[:i] (i >= 1), read token c[i - 1].
+        index: dict[tuple[int, ...], int] = {}
+        tokens: list[int] = []
+        parents: list[int] = []
+        for c in continuations:
+            for i in range(1, len(c)):
+                key = tuple(c[:i])
+                if key not in index:
+                    index[key] = len(tokens)
+                    tokens.append(c[i - 1])
+                    parents.append(index[key[:-1]] if i > 1 else -1)
+        if not tokens:
             return totals
-        batch = np.zeros((len(continuations), longest - 1), dtype=np.int64)
-        targets = np.zeros((len(continuations), longest - 1), dtype=np.int64)
-        mask = np.zeros((len(continuations), longest - 1), dtype=bool)
+        n = len(tokens)
+        mask = np.zeros((n, n), dtype=bool)
+        depth = np.zeros(n, dtype=np.int64)
+        for node in range(n):  # parents come before their children
+            parent = parents[node]
+            if parent >= 0:
+                mask[node] = mask[parent]
+                depth[node] = depth[parent] + 1
+            mask[node, node] = True
+        log_probs = log_softmax(self.forward([tokens], cache, positions=cache.length + depth, mask=mask).logits[0])
         for row, c in enumerate(continuations):
-            batch[row, :len(c) - 1] = c[:-1]
-            targets[row, :len(c) - 1] = c[1:]
-            mask[row, :len(c) - 1] = True
-        log_probs = log_softmax(self.forward(batch, cache).logits)
-        picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-        return totals + np.where(mask, picked, 0.0).sum(axis=1)
+            totals[row] += sum(log_probs[index[tuple(c[:i])], c[i]] for i in range(1, len(c)))
+        return totals

@@ -16,7 +16,8 @@ A move choice:
    reads only the characters added since (:class:`PrefixCache`).
 3. Each candidate's text (move number where due, SAN, separator) is scored
    by the sum of its characters' log-probabilities, all candidates in one
-   batched call on the cached prefix.
+   batched call on the cached prefix (their shared beginnings read once,
+   :meth:`~neuralengine.textlm.model.TextLM.score`).
 4. The move is the most probable one, or a sample from
    ``softmax(log_prob / temperature)`` when the temperature is above 0. The
    probabilities renormalised over the candidates are reported in place of
@@ -51,8 +52,9 @@ from neuralengine.textlm.transcript import TranscriptError, Vocabulary, Vocabula
 if TYPE_CHECKING:
     from neuralengine.engine import Engine
 
-#: Characters assumed per candidate move when no position is at hand (``evaluation_seconds``).
-TYPICAL_MOVE_CHARS = 6
+#: Characters read per candidate move when no position is at hand (``evaluation_seconds``): the moves'
+#: beginnings are shared, so about three per move.
+TYPICAL_MOVE_CHARS = 3
 
 
 class PrefixCache:
@@ -135,6 +137,7 @@ class TextLMEngine:
         self.clock = clock
         self.latency = LatencyModel()
         self.prefixes = PrefixCache(model)
+        self._texts_memo: tuple[tuple, tuple[list[int], list[list[int]]]] | None = None
 
     @classmethod
     def open(cls, weights_path: str | os.PathLike[str], backend: str = "auto", threads: int = 1,
@@ -203,12 +206,23 @@ class TextLMEngine:
     # -- the network -------------------------------------------------------
 
     def _texts(self, board: chess.Board, moves: Sequence[chess.Move]) -> tuple[list[int], list[list[int]]]:
-        """The prefix's tokens and each move's; :class:`NoText` says why there are none."""
+        """The prefix's tokens and each move's; :class:`NoText` says why there are none.
+
+        The last answer is kept: a ``go`` asks for the same position's texts up to three times.
+        """
+        key = (board.root().fen(), tuple(board.move_stack), tuple(moves))
+        if self._texts_memo is not None and self._texts_memo[0] == key:
+            return self._texts_memo[1]
+        found = self._make_texts(board, moves)
+        self._texts_memo = (key, found)
+        return found
+
+    def _make_texts(self, board: chess.Board, moves: Sequence[chess.Move]) -> tuple[list[int], list[list[int]]]:
         try:
             texts = candidate_texts(board, moves)
         except TranscriptError:
             raise NoText("no transcript: the game does not start from the initial position "
-                         "(position fen, or a history the GUI did not send)") from None
+                         "(a position set up from a FEN, or a game too long to keep whole)") from None
         try:
             prefix = self.vocabulary.encode(texts.prefix)
         except VocabularyError as exc:
@@ -226,15 +240,17 @@ class TextLMEngine:
         return prefix, encoded
 
     def _rows(self, board: chess.Board, moves: Sequence[chess.Move]) -> int:
-        """Characters the network computes to score ``moves``: the prefix not cached, and the moves."""
-        prefix, encoded = self._texts(board, moves)
-        longest = max((len(t) for t in encoded), default=1)
-        return self.prefixes.uncached(prefix) + len(encoded) * max(longest - 1, 0)
+        """Characters the network computes to score ``moves``: the prefix not cached, and the moves' tree."""
+        return self._work(*self._texts(board, moves))
+
+    def _work(self, prefix: list[int], encoded: list[list[int]]) -> int:
+        tree = {tuple(t[:i]) for t in encoded for i in range(1, len(t))}  # what TextLM.score reads
+        return self.prefixes.uncached(prefix) + len(tree)
 
     def _score(self, board: chess.Board, moves: Sequence[chess.Move]) -> tuple[np.ndarray, int]:
         """Log-probability of each move's text (one batched call after the prefix), and the characters computed."""
         prefix, encoded = self._texts(board, moves)
-        rows = self._rows(board, moves)
+        rows = self._work(prefix, encoded)
         start = self.clock()
         try:
             cache, logits = self.prefixes.read(prefix)
