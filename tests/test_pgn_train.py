@@ -235,6 +235,10 @@ def test_probe_command_on_a_text_model(tiny_run, tmp_path, capsys):
     assert report["data"]["train_games"] > 0 and report["data"]["test_games"] > 0
     inter = report["intervention"]
     assert inter["positions"] == 4 and set(inter["layers"]) == {"1", "2"}
+    for row in inter["layers"].values():
+        assert row["norm"]["relative_step"]["probe"] == pytest.approx(0.25)
+        assert row["norm"]["relative_step"]["random"] == pytest.approx(0.25)
+        assert 0 <= row["margin"]["top_move_changed"]["probe"] <= 1
     assert (out / "probes.png").exists()
     printed = capsys.readouterr().out
     assert "dot:piece3" in printed and "top move changed" in printed

@@ -670,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out positions for the intervention test (0: skip; default 200)")
     p.add_argument("--intervene-layers", default="all",
                    help="layers to edit, as 0 (embedding) .. L-1, comma-separated, or 'all' (default)")
+    p.add_argument("--intervene-push", type=float, default=0.25,
+                   help="text models: the larger edit, as a share of the vector's length (default 0.25)")
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes (standardised units)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per logistic probe")
     p.add_argument("--batch-size", type=int, default=64, help="positions per network call")

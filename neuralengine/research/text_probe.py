@@ -271,15 +271,20 @@ def _renorm(scores: np.ndarray) -> np.ndarray:
 
 
 def intervene_text(model: Any, samples: Sequence[TextSample], texts: dict[str, str], probes: dict[int, SquareProbe],
-                   count: int, seed: int, progress: Any = None) -> dict[str, Any]:
-    """The intervention on up to ``count`` held-out sites (see the module's docstring)."""
+                   count: int, seed: int, push: float = 0.25, progress: Any = None) -> dict[str, Any]:
+    """The intervention on up to ``count`` held-out sites (see the module's docstring).
+
+    Two sizes of edit: ``margin``, just far enough along the probe's direction that the probe reads the square
+    empty with the margin typical of really empty squares; ``norm``, ``push`` times the vector's own length
+    along the same direction. Each against a random direction of the same length."""
     import torch
 
     rng = np.random.default_rng(seed)
     order = list(range(len(samples)))
     random.Random(seed).shuffle(order)
-    tallies = {k: {"probe": {"changed": 0, "drop": [], "probe_reads_empty": 0}, "random": {"changed": 0, "drop": []}}
-               for k in probes}
+    sizes = ("margin", "norm")
+    tallies = {(k, size, kind): {"changed": 0, "drop": [], "step": []}
+               for k in probes for size in sizes for kind in ("probe", "random")}
     used = 0
     for i in order:
         if used >= count:
@@ -297,52 +302,68 @@ def intervene_text(model: Any, samples: Sequence[TextSample], texts: dict[str, s
         used += 1
         for layer, probe in probes.items():
             g, c, target = probe.directions[square], probe.offsets[square], probe.margins[square]
-            for kind in ("probe", "random"):
-                def edit(at: int, x: torch.Tensor, layer: int = layer, kind: str = kind) -> torch.Tensor:
-                    if at != layer:
-                        return x
-                    v = x[0, 0].double().numpy()
-                    now = float(v @ g + c)
-                    step = (target - now) / float(g @ g) * g
-                    if kind == "random":
-                        r = rng.standard_normal(len(g))
-                        step = r / np.linalg.norm(r) * np.linalg.norm(step)
-                    x = x.clone()
-                    x[:, 0] += torch.from_numpy(step).to(x.dtype)
-                    return x
+            unit = g / np.linalg.norm(g)
+            for size in sizes:
+                for kind in ("probe", "random"):
+                    steps: list[float] = []
 
-                after = _renorm(_move_log_probs(model, prefix, s.board, moves, edit))
-                t = tallies[layer][kind]
-                t["changed"] += int(moves[int(after.argmax())] != top)
-                t["drop"].append(base_mass - float(after[from_sq].sum()))
+                    def edit(at: int, x: torch.Tensor, layer: int = layer, size: str = size, kind: str = kind,
+                             steps: list[float] = steps) -> torch.Tensor:
+                        if at != layer:
+                            return x
+                        v = x[0, 0].double().numpy()
+                        if size == "margin":
+                            step = max(0.0, target - float(v @ g + c)) / float(g @ g) * g
+                        else:
+                            step = push * float(np.linalg.norm(v)) * unit
+                        if kind == "random":
+                            r = rng.standard_normal(len(g))
+                            step = r / np.linalg.norm(r) * np.linalg.norm(step)
+                        steps.append(float(np.linalg.norm(step) / max(np.linalg.norm(v), 1e-9)))
+                        x = x.clone()
+                        x[:, 0] += torch.from_numpy(step).to(x.dtype)
+                        return x
+
+                    after = _renorm(_move_log_probs(model, prefix, s.board, moves, edit))
+                    t = tallies[(layer, size, kind)]
+                    t["changed"] += int(moves[int(after.argmax())] != top)
+                    t["drop"].append(base_mass - float(after[from_sq].sum()))
+                    t["step"].extend(steps)
         if progress is not None:
             progress.update(1)
     layers: dict[str, Any] = {}
-    for layer, t in tallies.items():
-        layers[str(layer)] = {
-            "probe_accuracy": probes[layer].accuracy,
-            "top_move_changed": {k: t[k]["changed"] / max(used, 1) for k in ("probe", "random")},
-            "mass_from_square_drop": {k: float(np.mean(t[k]["drop"])) if t[k]["drop"] else None
-                                      for k in ("probe", "random")},
-        }
-    return {"positions": used, "layers": layers}
+    for layer in probes:
+        row: dict[str, Any] = {"probe_accuracy": probes[layer].accuracy}
+        for size in sizes:
+            cell = {"top_move_changed": {}, "mass_from_square_drop": {}, "relative_step": {}}
+            for kind in ("probe", "random"):
+                t = tallies[(layer, size, kind)]
+                cell["top_move_changed"][kind] = t["changed"] / max(used, 1)
+                cell["mass_from_square_drop"][kind] = float(np.mean(t["drop"])) if t["drop"] else None
+                cell["relative_step"][kind] = float(np.mean(t["step"])) if t["step"] else None
+            row[size] = cell
+        layers[str(layer)] = row
+    return {"positions": used, "push": push, "layers": layers}
 
 
 def format_text_intervention(result: dict[str, Any]) -> str:
     lines = [f"intervention on {result['positions']} held-out sites (the square of the piece the model was about "
-             "to move, edited to read empty):",
-             f"{'layer':<10} {'probe acc':>9}  {'top move changed: probe / random':>34}  "
-             f"{'P(moves from it) drop: probe / random':>38}"]
+             "to move, edited toward 'empty'); margin: until the probe reads empty; norm: "
+             f"{result['push']:g} x the vector's length",
+             f"{'layer':<10} {'probe acc':>9} {'edit':<7} {'|step|/|x|':>10}  {'top move changed: probe / random':>34}"
+             f"  {'P(moves from it) drop: probe / random':>38}"]
     for key, row in result["layers"].items():
         name = result.get("layer_names", {}).get(key, key)
-        ch, dr = row["top_move_changed"], row["mass_from_square_drop"]
-        lines.append(f"{name:<10} {row['probe_accuracy']:>9.3f}  {ch['probe']:>17.3f} / {ch['random']:<14.3f}  "
-                     f"{_num(dr['probe']):>21} / {_num(dr['random']):<14}")
+        for size in ("margin", "norm"):
+            cell = row[size]
+            ch, dr = cell["top_move_changed"], cell["mass_from_square_drop"]
+            lines.append(f"{name:<10} {row['probe_accuracy']:>9.3f} {size:<7} {_num(cell['relative_step']['probe'], '.3f'):>10}  "
+                         f"{ch['probe']:>17.3f} / {ch['random']:<14.3f}  {_num(dr['probe']):>21} / {_num(dr['random']):<14}")
     return "\n".join(lines)
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.3f}"
+def _num(v: float | None, fmt: str = "+.3f") -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 # ---------------------------------------------------------------------------
@@ -441,14 +462,16 @@ def run_text(args: argparse.Namespace, weights_path: Path) -> dict[str, Any]:
                   for k in chosen}
         held_out = [samples[i] for i in test]
         bar = Progress("probe: intervention", total=min(args.intervene, len(held_out)), unit="sites", enabled=show)
-        intervention = intervene_text(model, held_out, texts, probes, args.intervene, args.seed, bar)
+        intervention = intervene_text(model, held_out, texts, probes, args.intervene, args.seed,
+                                      args.intervene_push, bar)
         bar.close()
         intervention["layer_names"] = {str(k): layers[k] for k in chosen}
         intervention["description"] = (
             "At layer k (0 = after the embedding) the vector read at the site is moved along the piece3 probe's "
-            "'mine -> empty' direction for the square of the piece the unedited model was about to move, until the "
-            "probe reads empty with the margin typical of really empty squares; the control moves it by the same "
-            "distance in a random direction. top_move_changed: share of sites whose most probable legal move "
+            "'mine -> empty' direction for the square of the piece the unedited model was about to move: 'margin', "
+            "until the probe reads empty with the margin typical of really empty squares; 'norm', by push times the "
+            "vector's length. The control moves it by the same distance in a random direction. relative_step: the "
+            "edit's length over the vector's. top_move_changed: share of sites whose most probable legal move "
             "changed; mass_from_square_drop: mean fall of the probability (renormalised over the legal moves) of "
             "the moves from that square.")
     report: dict[str, Any] = {
