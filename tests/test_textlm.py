@@ -263,6 +263,17 @@ def test_temperature_searchmoves_and_the_mate_rule(text_weights: Path) -> None:
     assert choice.bestmove == chess.Move.from_uci("d8h4") and choice.ranked[0].rule == "mate"
 
 
+def test_the_unmasked_move_is_the_models_own_text(text_weights: Path) -> None:
+    engine = TextLMEngine(TextLM.load(text_weights), fallback=None)
+    board = board_after(RUY_LOPEZ[:4])
+    text, move = engine.unmasked_move(board)
+    assert 1 <= len(text) <= 16
+    if move is not None:  # a legal move: its text is the move's own
+        assert text.strip().endswith(board.san(move)) and text.endswith(" ")
+    with pytest.raises(ValueError, match="no transcript"):
+        engine.unmasked_move(chess.Board("4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"))
+
+
 def test_ponder_predicts_the_models_own_reply(text_weights: Path) -> None:
     engine = TextLMEngine(TextLM.load(text_weights), fallback=None)
     board = board_after(RUY_LOPEZ[:4])

@@ -75,6 +75,24 @@ def test_converted_model_chooses_nanogpts_moves(case: str, tmp_path: Path) -> No
         assert not choice.notes and choice.nodes == len(position["scores"])
 
 
+def test_the_unmasked_move_follows_nanogpts_greedy_characters(tmp_path: Path) -> None:
+    ref = reference("plain_bias")
+    engine = TextLMEngine(TextLM.load(convert("plain_bias", tmp_path)), fallback=None)
+    logits = np.load(FIXTURES / "plain_bias" / "logits.npz")
+    vocab = Vocabulary()
+    text = ref["transcripts"]["ruy_lopez"]
+    board = chess.Board()
+    sans = text[1:].split()
+    for word in sans[:3]:  # ;1.e4 e5 2.Nf3 -> black to move after "2.Nf3 "
+        board.push_san(word.split(".")[-1])
+    said, move = engine.unmasked_move(board)
+    # nanoGPT's most probable character after the prefix ";1.e4 e5 2.Nf3 " is the first one said.
+    prefix_len = len(";1.e4 e5 2.Nf3 ")
+    assert vocab.index[said[0]] == int(np.argmax(logits["ruy_lopez"][prefix_len - 1]))
+    assert move is None or move in board.legal_moves
+    assert len(said) <= 16
+
+
 def test_the_metadata_carries_the_architecture_and_the_vocabulary(tmp_path: Path) -> None:
     weights = load_text_weights(convert("compiled_nobias", tmp_path))
     cfg = weights.config

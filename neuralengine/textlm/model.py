@@ -312,3 +312,16 @@ class TextLM:
         for row, c in enumerate(continuations):
             totals[row] += sum(log_probs[index[tuple(c[:i])], c[i]] for i in range(1, len(c)))
         return totals
+
+    def greedy(self, cache: KVCache, last_logits: np.ndarray, stop: int, max_tokens: int) -> list[int]:
+        """The most probable tokens after the cached prefix, one at a time, up to and including ``stop``
+        (at most ``max_tokens``, and never past the context)."""
+        out: list[int] = []
+        logits = last_logits
+        while len(out) < max_tokens:
+            token = int(np.argmax(logits))
+            out.append(token)
+            if token == stop or cache.length + 1 > self.config.block_size:
+                break
+            cache, logits = self.read([token], cache)
+        return out

@@ -47,7 +47,7 @@ from neuralengine.engine.rules import checkmates, static_fallback
 from neuralengine.engine.scores import RULE_MATE, MoveChoice, MoveScore
 from neuralengine.engine.timing import FINISH_RESERVE, SETUP_SECONDS, LatencyModel, SearchControl
 from neuralengine.textlm.model import ContextError, KVCache, TextLM
-from neuralengine.textlm.transcript import TranscriptError, Vocabulary, VocabularyError, candidate_texts
+from neuralengine.textlm.transcript import SEPARATOR, TranscriptError, Vocabulary, VocabularyError, candidate_texts
 
 if TYPE_CHECKING:
     from neuralengine.engine import Engine
@@ -268,6 +268,28 @@ class TextLMEngine:
         except NoText as exc:
             raise ValueError(str(exc)) from None
         return dict(zip(moves, (float(s) for s in scores)))
+
+    def unmasked_move(self, board: chess.Board, max_chars: int = 16) -> tuple[str, chess.Move | None]:
+        """The model's own next move, not restricted to legal moves: its greedy characters after the prefix
+        up to the separator, and the move they spell if it is legal here (else ``None``).
+
+        This is what the legal-move rate measures. Raises ``ValueError`` when the game has no transcript.
+        """
+        try:
+            prefix, _ = self._texts(board, [])
+        except NoText as exc:
+            raise ValueError(str(exc)) from None
+        separator = self.vocabulary.index.get(SEPARATOR)
+        cache, logits = self.prefixes.read(prefix)
+        text = self.vocabulary.decode(self.model.greedy(cache, logits, -1 if separator is None else separator,
+                                                        max_chars))
+        san = text.strip()
+        if board.turn == chess.WHITE and san.startswith(f"{board.fullmove_number}."):
+            san = san[len(f"{board.fullmove_number}."):]
+        try:
+            return text, board.parse_san(san) if san else None
+        except ValueError:
+            return text, None
 
     # -- choosing a move ---------------------------------------------------
 
