@@ -60,15 +60,7 @@ def legal_move_rate(weights: str | Path, data: Sequence[str | Path], games: int 
                 tmp, last = model.read(vocab.encode(number), cache)
             else:
                 tmp, last = cache, logits
-            written = ""
-            for _ in range(10):
-                token = int(last.argmax())
-                if token == space:
-                    break
-                written += vocab.chars[token]
-                if length + len(written) + 2 > block:
-                    break
-                tmp, last = model.read([token], tmp)
+            written = vocab.decode(model.greedy(tmp, last, space, 10)).rstrip(" ")
             legal_san = {board.san(m) for m in board.legal_moves}
             strict = written in legal_san
             try:
