@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--games", type=int, default=100, help="games whose positions are scored (default 100)")
     p.add_argument("--match-games", type=int, default=0, help="games per match opponent (default 0: no matches)")
     p.add_argument("--opponents", default="random,elo:1350", help="random and/or elo:N (default random,elo:1350)")
-    p.add_argument("--tc", default="20+0.2", help="match time control (default 20+0.2)")
+    p.add_argument("--tc", default="40+0.5", help="match time control (default 40+0.5: a text model on a loaded CPU "
+                                                  "needs up to half a second a move)")
     p.add_argument("--max-moves", type=int, default=80,
                    help="a match game still going after this many full moves is drawn (default 80: the games stay "
                         "inside the model's context)")

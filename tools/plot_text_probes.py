@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_ylabel("held-out accuracy per square")
     ax.set_title("Board probes per layer: the text model and the action-value models", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(args[1], dpi=100)
     plt.close(fig)
