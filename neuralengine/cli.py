@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("neuralengine.train.cli", "train a model on action-value shards"),
     "export": ("neuralengine.export", "write the ONNX graph (and optionally int8) of a weights file"),
     "convert": ("neuralengine.convert", "convert released checkpoints (DeepMind, nanoGPT / Chess-GPT)"),
-    "probe": ("neuralengine.research.probe", "linear probes: what the network's layers know about the board"),
+    "probe": ("neuralengine.research.command", "linear probes: what the network's layers know about the board"),
     "download": ("neuralengine.download", "download and convert a released model (DeepMind 9M/136M/270M, Chess-GPT)"),
     "lichess": ("neuralengine.lichess", "check a lichess-bot configuration file (lichess check config.yml)"),
 }

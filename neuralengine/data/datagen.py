@@ -11,6 +11,9 @@ database dump, for example). The output folder gets
   the game id, so no game has positions on both sides;
 * ``datagen.json``: the settings and counts.
 
+With ``--pgn`` the self-play games are written as games instead: PGN files and one-line move transcripts
+with each side's approximate Elo (see :mod:`neuralengine.data.transcripts`), for training text models.
+
 Positions are de-duplicated by FEN without the move counters across both
 files: the first game to reach a position keeps it, so train and test never
 share one. ``--resume`` continues an interrupted run: games already in the
@@ -39,6 +42,7 @@ from neuralengine.data.scheduler import Backend, PoolBackend, interrupt_exit, si
 from neuralengine.data.selfplay import MIXED, POLICIES, SELF, SelfPlayConfig, game_id, play_games
 from neuralengine.data.stockfish import EngineError, Stockfish, resolve_engine
 from neuralengine.data.text import is_test_game, open_text, position_key
+from neuralengine.data.transcripts import TranscriptWriter
 
 SPLITS = ("train", "test")
 
@@ -268,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="append to existing files, skipping games already there")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--pgn", action="store_true",
+                   help="write the self-play games as {train,test}.pgn and .txt move transcripts (with each side's "
+                        "approximate Elo) instead of positions; for text models")
     sp = p.add_argument_group("self-play")
     limit = sp.add_mutually_exclusive_group()
     limit.add_argument("--nodes", type=int, default=None, help="nodes per move (default 10000)")
@@ -328,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> str | None:
     if not args.inputs and args.games <= 0:
         return "nothing to do: give PGN/EPD files and/or --games N"
+    if args.pgn and args.inputs:
+        return "--pgn writes self-play games; it takes no input files"
     if not 0.0 <= args.test_fraction <= 1.0:
         return "--test-fraction must be between 0 and 1"
     for name in ("games", "per_game", "min_ply", "adjudicate"):
@@ -358,7 +367,8 @@ def _check(args: argparse.Namespace) -> str | None:
         if not Path(path).is_file():
             return f"no such file: {path}"
     out = Path(args.out)
-    existing = [out / f"{s}.fen" for s in SPLITS if (out / f"{s}.fen").exists()]
+    ext = "txt" if args.pgn else "fen"
+    existing = [out / f"{s}.{ext}" for s in SPLITS if (out / f"{s}.{ext}").exists()]
     if existing and not (args.resume or args.force):
         return f"{existing[0]} exists; use --resume to continue or --force to overwrite"
     return None
@@ -413,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
             print(model, file=sys.stderr)
             return 2
     out = Path(args.out)
-    writer = PositionWriter(out, args.test_fraction, resume=args.resume)
+    writer: PositionWriter | TranscriptWriter
+    if args.pgn:
+        writer = TranscriptWriter(out, args.test_fraction, resume=args.resume)
+    else:
+        writer = PositionWriter(out, args.test_fraction, resume=args.resume)
     skipped: dict[str, int] = {}
     sources: list[dict[str, Any]] = []
     start = time.monotonic()
@@ -466,10 +480,15 @@ def main(argv: list[str] | None = None) -> int:
             sides: dict[str, int] = {}
             injected = {"random_moves": 0, "blunders": 0}
             games = play_games(command, cfg, args.games, backend, writer.games_seen, progress=bar,
-                               postfix=lambda _: f"{writer.counts['train'] + writer.counts['test']} positions")
+                               postfix=lambda _: f"{writer.counts['train'] + writer.counts['test']} "
+                                                 f"{'games written' if args.pgn else 'positions'}")
             try:
                 for game in games:
-                    writer.add_game(game.game_id, game.fens)
+                    if isinstance(writer, TranscriptWriter):
+                        writer.add_game(game.game_id, game.start_fen, game.moves, game.result, game.reason,
+                                        game.sides, game.elos)
+                    else:
+                        writer.add_game(game.game_id, game.fens)
                     reasons[game.reason] = reasons.get(game.reason, 0) + 1
                     for side in game.sides:
                         sides[side.split()[0]] = sides.get(side.split()[0], 0) + 1
@@ -503,7 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"format": "FEN<TAB>game_id per line; de-duplicated by FEN without move counters; split by game",
             "test_fraction": args.test_fraction, "seed": args.seed,
             "positions": {s: writer.counts[s] for s in SPLITS}, "runs": runs}
+    if args.pgn:
+        meta["format"] = "PGN and GAME_ID<TAB>WHITE_ELO<TAB>BLACK_ELO<TAB>RESULT<TAB>;1.e4 e5 2.Nf3 transcripts; split by game"
+        meta["games"] = meta.pop("positions")
     write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+    if args.pgn:
+        print(f"datagen: {writer.counts['train']} train and {writer.counts['test']} test games in {out}",
+              file=sys.stderr)
+        return 0
     print(f"datagen: {writer.counts['train']} train and {writer.counts['test']} test positions in {out} "
           f"({writer.counts['duplicates']} duplicates dropped"
           + (f", skipped games: {skipped}" if skipped else "") + ")", file=sys.stderr)

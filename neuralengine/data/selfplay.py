@@ -132,6 +132,23 @@ class SelfPlayGame:
     sides: tuple[str, str]
     random_moves: int = 0
     blunders: int = 0
+    #: Every move from the initial position (or the book position ``start_fen``) in UCI, random plies included.
+    moves: list[str] = field(default_factory=list)
+    start_fen: str = chess.STARTING_FEN
+    #: Each side's approximate Elo (see :func:`approx_elo`); ``None`` for the ``multipv`` chooser.
+    elos: tuple[int | None, int | None] = (None, None)
+
+
+def approx_elo(side: SideSettings) -> int | None:
+    """A side's strength on one scale: ``UCI_Elo`` as set, or the Elo that Stockfish 15's own mapping gives a
+    ``Skill Level`` (``skill = ((elo - 1346.6) / 143.4) ** (1 / 0.806)``, solved for elo). Both are Stockfish's
+    calibration at its own time controls, not at ours: use them to rank, not as ratings. ``None`` for the
+    ``multipv`` chooser."""
+    if side.policy == "elo":
+        return side.elo
+    if side.policy == "skill":
+        return round(1346.6 + 143.4 * side.skill ** 0.806)
+    return None
 
 
 def game_id(seed: int, index: int) -> str:
@@ -258,6 +275,7 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
     """
     rng = random.Random(f"{cfg.seed}/{index}")
     board = chess.Board(rng.choice(cfg.book)) if cfg.book else chess.Board()
+    first_fen = board.fen()
     fens: list[str] = []
     for _ in range(rng.randint(*cfg.random_plies)):
         moves = list(board.legal_moves)
@@ -328,7 +346,9 @@ def play_game(engine: Stockfish, cfg: SelfPlayConfig, index: int) -> SelfPlayGam
         played.append(move.uci())
     outcome = board.outcome(claim_draw=True)
     return SelfPlayGame(game_id(cfg.seed, index), fens, outcome.result() if outcome else "*", reason,
-                        (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()), made_random, blunders)
+                        (sides[chess.WHITE].describe(), sides[chess.BLACK].describe()), made_random, blunders,
+                        moves=[m.uci() for m in board.move_stack], start_fen=first_fen,
+                        elos=(approx_elo(sides[chess.WHITE]), approx_elo(sides[chess.BLACK])))
 
 
 def play_with_restarts(slot: EngineSlot, cfg: SelfPlayConfig, index: int, attempts: int = 4,

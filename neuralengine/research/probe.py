@@ -660,12 +660,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "scored move (default random)")
     p.add_argument("--squares", type=int, default=8, metavar="S",
                    help="random squares per position whose own tokens are probed (default 8)")
-    p.add_argument("--features", default=",".join(FAMILIES),
-                   help=f"comma-separated feature families (default: all of {','.join(FAMILIES)})")
+    p.add_argument("--features", default=None,
+                   help=f"comma-separated feature families (default: all of {','.join(FAMILIES)}; for a text "
+                        "model: piece3,piece13,strength)")
+    p.add_argument("--read-at", choices=("dot", "both"), default="dot",
+                   help="text models: read at the '.' of each move number (default), or also at the space before "
+                        "each black move")
     p.add_argument("--intervene", type=int, default=200, metavar="N",
                    help="held-out positions for the intervention test (0: skip; default 200)")
     p.add_argument("--intervene-layers", default="all",
                    help="layers to edit, as 0 (embedding) .. L-1, comma-separated, or 'all' (default)")
+    p.add_argument("--intervene-push", type=float, default=0.25,
+                   help="text models: the larger edit, as a share of the vector's length (default 0.25)")
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the probes (standardised units)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations per logistic probe")
     p.add_argument("--batch-size", type=int, default=64, help="positions per network call")
@@ -702,6 +708,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from neuralengine.research.activations import WalkError, check_walk, readout_site
     from neuralengine.weights import WeightsError, load_weights
 
+    if args.features is None:
+        args.features = ",".join(FAMILIES)
     started = time.monotonic()
     show = not args.quiet
     families = [f.strip() for f in args.features.split(",") if f.strip()]

@@ -13,7 +13,8 @@ from neuralengine.train.loop import TrainConfig, model_config, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neuralengine train", description="Train an action-value model on shards.")
+    p = argparse.ArgumentParser(prog="neuralengine train", description="Train an action-value model on shards. "
+                                "(neuralengine train pgn_lm --help: a character-level text model on move transcripts.)")
     p.add_argument("--data", nargs="+", required=True, help="shard files or folders (train-*.neav)")
     p.add_argument("--test-data", nargs="+", help="held-out shards (default: test-*.neav beside the data)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, metrics.png, model.safetensors")
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``neuralengine train``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "pgn_lm":
+        from neuralengine.train.pgn_lm import main as pgn_main
+
+        return pgn_main(argv[1:])
     args = build_parser().parse_args(argv)
     fields = {f for f in TrainConfig.__dataclass_fields__}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
