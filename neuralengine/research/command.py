@@ -4,11 +4,10 @@ the same options and write the same ``probes.json`` and ``probes.png``."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from neuralengine.research.probe import ProbeError, build_parser, format_table, plot_heatmap
+from neuralengine.research.probe import ProbeError, build_parser, write_report
 from neuralengine.research.probe import main as board_main
 
 
@@ -60,18 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeError as exc:
         print(f"neuralengine probe: {exc}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "probes.json"
-    json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(format_table(report))
-    if report["intervention"]:
-        print(format_text_intervention(report["intervention"]))
-    try:
-        png = plot_heatmap(report, args.out / "probes.png")
-    except ImportError:
-        print("neuralengine probe: matplotlib is missing, so no heatmap was drawn", file=sys.stderr)
-        png = None
-    print(f"wrote {json_path}" + (f" and {png}" if png else ""))
+    write_report(report, args.out, format_text_intervention)
     return 0
 
 

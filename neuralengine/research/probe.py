@@ -870,19 +870,25 @@ def main(argv: list[str] | None = None) -> int:
     except ProbeError as exc:
         print(f"neuralengine probe: {exc}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "probes.json"
+    write_report(report, args.out, format_intervention)
+    return 0
+
+
+def write_report(report: dict[str, Any], out: Path, intervention_text: Any) -> None:
+    """Write ``probes.json`` and the heatmap into ``out`` and print the table (board and text models alike);
+    ``intervention_text`` formats the report's intervention, when it has one."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "probes.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(format_table(report))
     if report["intervention"]:
-        print(format_intervention(report["intervention"]))
+        print(intervention_text(report["intervention"]))
     try:
-        png = plot_heatmap(report, args.out / "probes.png")
+        png = plot_heatmap(report, out / "probes.png")
     except ImportError:
         print("neuralengine probe: matplotlib is missing, so no heatmap was drawn", file=sys.stderr)
         png = None
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))
-    return 0
 
 
 def format_intervention(result: dict[str, Any]) -> str:
