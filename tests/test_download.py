@@ -559,6 +559,7 @@ def test_ctrl_c_waits_for_the_next_safe_point():
     ts = pytest.importorskip("tensorstore")
     from neuralengine.deepmind import interrupt
 
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even when run ignored
     previous = signal.getsignal(signal.SIGINT)
     steps = []
     promise, future = ts.Promise.new()
@@ -577,9 +578,12 @@ def test_ctrl_c_waits_for_the_next_safe_point():
             helper.join()
             interrupt.safe_point("test")
             steps.append("past the safe point")
-    assert steps == [499500, "read"]
-    assert signal.getsignal(signal.SIGINT) is previous
-    interrupt.safe_point("test")  # the flag does not outlive the block
+    try:
+        assert steps == [499500, "read"]
+        assert signal.getsignal(signal.SIGINT) is previous
+        interrupt.safe_point("test")  # the flag does not outlive the block
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 @pytest.mark.slow
@@ -598,8 +602,11 @@ def test_ctrl_c_while_unpacking_or_converting(server, archive, cache, tmp_path, 
     # Both pipes are held open for reading and writing here, so that the command never blocks opening them.
     reached, go = os.open(hold / "reached", os.O_RDWR), os.open(hold / "go", os.O_RDWR)
     env = dict(os.environ, NEURALENGINE_CACHE=str(cache), NEURALENGINE_HOLD=f"{stage}:{hold}")
+    # Ctrl-C as a terminal delivers it: the command gets SIGINT's default action even where this test runs with
+    # SIGINT ignored (a background job of a non-interactive shell inherits it ignored).
     proc = subprocess.Popen(engine_command + ["download", NAME, "--url", server.url, "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         ready, _, _ = select.select([reached], [], [], 180)
         assert ready, "the command never reached the hold point"
