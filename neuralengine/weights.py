@@ -112,7 +112,11 @@ def save_weights(path: str | os.PathLike[str], cfg: ModelConfig, tensors: Mappin
 
 
 def check_tensors(cfg: ModelConfig, tensors: Mapping[str, Any]) -> None:
-    expected = expected_shapes(cfg)
+    check_shapes(expected_shapes(cfg), tensors)
+
+
+def check_shapes(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, Any]) -> None:
+    """Raise :class:`WeightsError` unless ``tensors`` has exactly the ``expected`` names and shapes."""
     missing = sorted(set(expected) - set(tensors))
     unknown = sorted(set(tensors) - set(expected))
     if missing:
@@ -264,17 +268,7 @@ def text_expected_shapes(cfg: TextModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_text_tensors(cfg: TextModelConfig, tensors: Mapping[str, Any]) -> None:
-    expected = text_expected_shapes(cfg)
-    missing = sorted(set(expected) - set(tensors))
-    unknown = sorted(set(tensors) - set(expected))
-    if missing:
-        raise WeightsError(f"missing tensors: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    if unknown:
-        raise WeightsError(f"unknown tensors: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}")
-    for name, shape in expected.items():
-        got = tuple(tensors[name].shape)
-        if got != shape:
-            raise WeightsError(f"tensor {name} has shape {list(got)}, the architecture needs {list(shape)}")
+    check_shapes(text_expected_shapes(cfg), tensors)
 
 
 def text_config_from_metadata(meta: Mapping[str, Any], where: str = "weights") -> TextModelConfig:

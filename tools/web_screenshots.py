@@ -5,7 +5,7 @@ Chromium (:mod:`neuralengine.web.browser`) and writes
 ``docs/web-analysis.png``, ``docs/web-play.png`` and ``docs/web-review.png``::
 
     python tools/web_screenshots.py            # into docs/
-    python tools/web_screenshots.py --out /tmp/shots
+    python tools/web_screenshots.py --out shots    # into another folder
 """
 
 from __future__ import annotations
